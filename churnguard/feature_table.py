@@ -1,0 +1,166 @@
+"""Feature tables: one row per customer (snapshot) or per customer and observation date (events),
+with the label and a schema that tags every feature with its signal group.
+
+This is the one place that turns a dataset config into model inputs; training builds its tables
+here and serving/monitoring read the schema the lab stored with the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from churnguard import features
+from churnguard.datasets import (
+    DataReport,
+    DatasetConfig,
+    EventsData,
+    EventsDataset,
+    SnapshotDataset,
+    load_events,
+    load_snapshot,
+)
+from churnguard.schema import ID_COLUMN, LABEL_COLUMN, OBSERVATION_COLUMN, FeatureSchema, FeatureSpec
+
+log = logging.getLogger(__name__)
+
+SCHEMA_KEY = b"churnguard.schema"
+META_KEY = b"churnguard.table"
+
+
+@dataclass
+class FeatureTable:
+    dataset: str
+    kind: Literal["snapshot", "events"]
+    frame: pd.DataFrame  # customer_id, [observation_date], label, features in schema order
+    schema: FeatureSchema
+    horizon_days: int | None = None
+    report: DataReport | None = None
+
+    @property
+    def features(self) -> pd.DataFrame:
+        return self.frame[self.schema.names]
+
+    @property
+    def labels(self) -> pd.Series:
+        return self.frame[LABEL_COLUMN]
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(self.frame, preserve_index=False)
+        meta = {"dataset": self.dataset, "kind": self.kind, "horizon_days": self.horizon_days}
+        table = table.replace_schema_metadata(
+            {
+                **(table.schema.metadata or {}),
+                SCHEMA_KEY: self.schema.model_dump_json().encode(),
+                META_KEY: json.dumps(meta).encode(),
+            }
+        )
+        pq.write_table(table, path)
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> FeatureTable:
+        table = pq.read_table(path)
+        metadata = table.schema.metadata or {}
+        if SCHEMA_KEY not in metadata:
+            raise ValueError(f"{path}: not a churnguard feature table (no feature schema in its metadata)")
+        meta = json.loads(metadata[META_KEY])
+        schema = FeatureSchema.model_validate_json(metadata[SCHEMA_KEY])
+        return cls(meta["dataset"], meta["kind"], table.to_pandas(), schema, meta.get("horizon_days"))
+
+
+def build_feature_table(config: DatasetConfig, strict: bool = False) -> FeatureTable:
+    if isinstance(config, SnapshotDataset):
+        return snapshot_table(config, strict)
+    return events_table(config, load_events(config, strict=strict))
+
+
+def snapshot_table(config: SnapshotDataset, strict: bool = False) -> FeatureTable:
+    data = load_snapshot(config, strict=strict)
+    specs = []
+    for column in data.feature_columns:
+        numeric = pd.api.types.is_numeric_dtype(data.frame[column]) and not pd.api.types.is_bool_dtype(
+            data.frame[column]
+        )
+        specs.append(
+            FeatureSpec(
+                name=column,
+                dtype="numeric" if numeric else "categorical",
+                group=config.groups.get(column, config.default_group),
+            )
+        )
+    frame = data.frame[[ID_COLUMN, LABEL_COLUMN, *data.feature_columns]]
+    return FeatureTable(config.name, "snapshot", frame, FeatureSchema(features=specs), None, data.report)
+
+
+def labelled_observation_dates(config: EventsDataset, data: EventsData) -> list[pd.Timestamp]:
+    """Observation dates whose whole horizon lies inside the data; the rest cannot be labelled yet."""
+    dates = config.observation.dates()
+    horizon = pd.Timedelta(days=config.horizon_days)
+    usable = [d for d in dates if d + horizon <= data.data_end.normalize() + pd.Timedelta(days=1)]
+    if len(usable) < len(dates):
+        late = [f"{d:%Y-%m-%d}" for d in dates if d not in usable]
+        data.report.warn(
+            f"configs/datasets/{config.name}.yaml",
+            "observation",
+            f"observation dates whose {config.horizon_days}-day horizon runs past the data "
+            f"(ends {data.data_end:%Y-%m-%d}) are left out",
+            len(late),
+            late,
+        )
+    return usable
+
+
+def events_table(config: EventsDataset, data: EventsData, labelled: bool = True) -> FeatureTable:
+    dates = labelled_observation_dates(config, data) if labelled else config.observation.dates()
+    if not dates:
+        raise ValueError(
+            f"dataset '{config.name}': no observation date between {config.observation.start} and "
+            f"{config.observation.end} has a complete {config.horizon_days}-day horizon before the data ends "
+            f"({data.data_end:%Y-%m-%d})"
+        )
+    population = features.population(data.customers, dates, data.churn_dates)
+    event_specs = {name: spec.spec() for name, spec in config.event_types.items()}
+    event_frame, event_feature_specs = features.event_features(
+        data.events, population, event_specs, config.windows_days
+    )
+    groups = config.customers.groups if config.customers else {}
+    default_group = config.customers.default_group if config.customers else "profile"
+    static = data.customers.set_index(ID_COLUMN)[data.static_columns]
+    static_frame = static.reindex(population[ID_COLUMN].to_numpy()).set_axis(population.index)
+    static_specs = [
+        FeatureSpec(
+            name=column,
+            dtype="numeric" if pd.api.types.is_numeric_dtype(static[column]) else "categorical",
+            group=groups.get(column, default_group),
+        )
+        for column in data.static_columns
+    ]
+    tenure_spec = FeatureSpec(name="tenure_days", dtype="numeric", group="relationship", kind="tenure")
+
+    if config.churn.kind == "explicit":
+        label = features.label_explicit(population, data.churn_dates, config.horizon_days)
+    else:
+        label = features.label_inactivity(population, data.events, config.horizon_days)
+
+    frame = pd.concat(
+        [
+            population[[ID_COLUMN, OBSERVATION_COLUMN]],
+            label.rename(LABEL_COLUMN).astype("int8"),
+            features.tenure_days(population, data.customers).rename("tenure_days"),
+            static_frame,
+            event_frame,
+        ],
+        axis=1,
+    ).reset_index(drop=True)
+    schema = FeatureSchema(features=[tenure_spec, *static_specs, *event_feature_specs])
+    log.info("built %s rows x %s features for %s", len(frame), len(schema.features), config.name)
+    return FeatureTable(config.name, "events", frame, schema, config.horizon_days, data.report)
