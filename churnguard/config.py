@@ -103,7 +103,9 @@ def format_validation_error(
         loc = tuple(part for part in error["loc"] if part not in tags)
         key = ".".join(str(part) for part in loc) or "(top level)"
         if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
-            key = ".".join([*map(str, loc), str(error.get("ctx", {}).get("discriminator", "kind")).strip("'")])
+            key = ".".join(
+                [*map(str, loc), str(error.get("ctx", {}).get("discriminator", "kind")).strip("'")]
+            )
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1]) if model is not None else None
             expected = f"one of: {', '.join(allowed)}" if allowed else "a known key; check the spelling"

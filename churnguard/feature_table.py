@@ -109,7 +109,7 @@ def labelled_observation_dates(config: EventsDataset, data: EventsData) -> list[
     if len(usable) < len(dates):
         late = [f"{d:%Y-%m-%d}" for d in dates if d not in usable]
         data.report.warn(
-            f"configs/datasets/{config.name}.yaml",
+            str(config._path or f"configs/datasets/{config.name}.yaml"),
             "observation",
             f"observation dates whose {config.horizon_days}-day horizon runs past the data "
             f"(ends {data.data_end:%Y-%m-%d}) are left out",
