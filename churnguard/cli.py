@@ -71,6 +71,94 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from training.tune import run_tune
+
+    result = run_tune(
+        args.dataset, args.trials, args.timeout, args.storage, args.study, args.seed, final=not args.no_final
+    )
+    print(result.summary())
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from training.promote import run_promote
+
+    decision = run_promote(args.model, args.dataset)
+    verdict = "promoted" if decision.promoted else "kept the champion"
+    print(f"promote {decision.model_name}: {verdict}: {decision.reason}")
+    return decision.exit_code
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.run import serve
+
+    return serve(args.model, args.host, args.port, args.workers, args.behind_proxy or None)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from churnguard.predict import score_file
+
+    summary = score_file(args.model, Path(args.input), Path(args.output), args.chunk_rows, args.explain)
+    print(summary.format())
+    return 0
+
+
+def _since(text: str | None):
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from monitoring.drift import run_drift, summary_banner
+
+    result = run_drift(
+        args.model,
+        Path(args.current) if args.current else None,
+        _since(args.since),
+        Path(args.out) if args.out else None,
+        args.fail_on_drift,
+    )
+    print(summary_banner(result.summary))
+    print(f"  HTML report  {result.report_path}\n  JSON summary {result.summary_path}")
+    return result.exit_code
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from monitoring.quality import run_quality
+
+    result = run_quality(
+        args.model,
+        Path(args.outcomes) if args.outcomes else None,
+        args.dataset,
+        Path(args.out) if args.out else None,
+    )
+    print(f"quality: {result.status}; realized ROC-AUC {result.realized_auc}, ECE {result.realized_ece}")
+    print(f"  HTML report  {result.report_path}\n  JSON summary {result.summary_path}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from monitoring.retrain import run_retrain
+
+    decision = run_retrain(
+        args.dataset,
+        args.model,
+        Path(args.current) if args.current else None,
+        _since(args.since),
+        args.force,
+        outcomes=Path(args.outcomes) if args.outcomes else None,
+    )
+    print(f"retrain: {decision.decision}" + "".join(f"\n  - {reason}" for reason in decision.reasons))
+    if decision.promotion:
+        print(f"  promotion gate: {decision.promotion}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from churnguard.demo import run_demo
 
@@ -108,6 +196,68 @@ def build_parser() -> argparse.ArgumentParser:
     val = command("validate", cmd_validate, "check a dataset's files and report every problem")
     val.add_argument("--dataset", required=True, help="dataset name in configs/datasets/ or a YAML path")
 
+    tune = command(
+        "tune", cmd_tune, "tune a CatBoost churn model with Optuna, track it in MLflow, register it"
+    )
+    tune.add_argument("--dataset", required=True, help="dataset name in configs/datasets/ or a YAML path")
+    tune.add_argument("--trials", type=int, help="trials for this worker (default: configs/training.yaml)")
+    tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune.add_argument("--storage", help="Optuna storage: sqlite:///f.db, postgresql://..., or a journal file")
+    tune.add_argument("--study", help="study name; workers with the same storage and name share one study")
+    tune.add_argument("--seed", type=int, help="random seed (default: configs/training.yaml)")
+    tune.add_argument("--no-final", action="store_true", help="run trials only; do not fit/register a model")
+
+    promote = command(
+        "promote", cmd_promote, "promote the challenger if it beats the champion (exit 0 if so)"
+    )
+    promote.add_argument("--model", help="registered model name, e.g. churn-crm")
+    promote.add_argument("--dataset", help="dataset whose model to promote (instead of --model)")
+
+    serve = command("serve", cmd_serve, "serve predictions over HTTP with BentoML")
+    serve.add_argument(
+        "--model", help="MLflow model URI or artifact folder (default: models:/<name>@champion)"
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 3000)")
+    serve.add_argument("--workers", type=int, help="worker processes")
+    serve.add_argument(
+        "--behind-proxy",
+        action="store_true",
+        help="allow a non-loopback address without API keys (an authenticating proxy is in front)",
+    )
+
+    score = command("score", cmd_score, "score a Parquet or CSV file offline, in chunks")
+    score.add_argument("--model", required=True, help="MLflow model URI or artifact folder")
+    score.add_argument("--input", required=True, help="Parquet or CSV file in the model's input schema")
+    score.add_argument("--output", required=True, help="output Parquet or CSV file")
+    score.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (default 100000)")
+    score.add_argument("--explain", action="store_true", help="add reasons (slower)")
+
+    drift = command("drift", cmd_drift, "Evidently drift report: current data against the model's reference")
+    drift.add_argument(
+        "--model", help="MLflow model URI or artifact folder (default: configs/monitoring.yaml)"
+    )
+    source = drift.add_mutually_exclusive_group()
+    source.add_argument("--current", help="CSV or Parquet file in the model's input schema")
+    source.add_argument("--since", help="use the prediction log since this ISO date")
+    drift.add_argument("--out", help="output folder (default: <state>/monitoring/drift/...)")
+    drift.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is detected")
+
+    quality = command("quality", cmd_quality, "label-delayed quality: expected against realized, per cohort")
+    quality.add_argument("--model", help="MLflow model URI or artifact folder")
+    quality.add_argument("--outcomes", help="outcomes file: customer_id and churned (0/1) or churn_date")
+    quality.add_argument("--dataset", help="take outcomes from this events dataset's churn dates")
+    quality.add_argument("--out", help="output folder")
+
+    retrain = command("retrain", cmd_retrain, "decide from drift and quality whether to retrain, and do it")
+    retrain.add_argument("--dataset", required=True, help="dataset to retrain on")
+    retrain.add_argument("--model", help="served model URI (default: models:/<name>@champion)")
+    retrain_source = retrain.add_mutually_exclusive_group()
+    retrain_source.add_argument("--current", help="current data file for the drift check")
+    retrain_source.add_argument("--since", help="use the prediction log since this ISO date")
+    retrain.add_argument("--outcomes", help="outcomes file for the quality check")
+    retrain.add_argument("--force", action="store_true", help="retrain whatever the evidence says")
+
     demo = command("demo", cmd_demo, "run the main job end to end on embedded defaults")
     demo.add_argument("--customers", type=int, default=20_000, help="simulated customers (default 20000)")
     demo.add_argument("--seed", type=int, default=7, help="random seed")
@@ -121,12 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    from churnguard.artifact import ContractError
     from churnguard.config import ConfigError
     from churnguard.datasets import DataError
 
     try:
         return args.handler(args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, ContractError) as exc:
         print(f"churnguard {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
