@@ -195,11 +195,27 @@ class ModelArtifact:
 
 
 def find_artifact_dir(directory: Path) -> Path:
-    """Accept the artifact folder itself or an MLflow model folder that holds it."""
+    """Accept the artifact folder itself or an MLflow model folder that holds it.
+
+    MLflow copies a pyfunc artifact to `artifacts/<source folder name>`, not `artifacts/<key>`, so the
+    MLmodel file's `python_function.artifacts.churnguard.path` is the authority when it is there.
+    """
     directory = Path(directory)
     for candidate in (directory, directory / ARTIFACT_DIR, directory / "artifacts" / ARTIFACT_DIR):
         if (candidate / CONTRACT_FILE).is_file():
             return candidate
+    mlmodel = directory / "MLmodel"
+    if mlmodel.is_file():
+        import yaml
+
+        try:
+            meta = yaml.safe_load(mlmodel.read_text()) or {}
+        except yaml.YAMLError:
+            meta = {}
+        flavor = (meta.get("flavors") or {}).get("python_function") or {}
+        relative = ((flavor.get("artifacts") or {}).get(ARTIFACT_DIR) or {}).get("path")
+        if relative and (directory / relative / CONTRACT_FILE).is_file():
+            return directory / relative
     return directory
 
 

@@ -1,0 +1,74 @@
+"""Distributed tuning: two `tune` processes on one journal storage share one study and one MLflow
+parent run, use the study's trial budget between them, and exactly one registers the final model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from churnguard.settings import PROJECT_ROOT
+from training.studies import WORKER_ATTR, open_storage
+
+pytestmark = pytest.mark.slow
+
+BUDGET = 6
+WORKER = """
+import dataclasses, json, logging, sys
+logging.basicConfig(level=logging.INFO)
+from training.tune import run_tune
+storage, study, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
+result = run_tune("telco", trials=budget, timeout=None, storage=storage, study=study, seed=3)
+print("RESULT " + json.dumps(dataclasses.asdict(result)))
+"""
+
+
+def start_worker(storage: str, study: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, storage, study, str(BUDGET)],
+        cwd=PROJECT_ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def result_of(worker: subprocess.Popen) -> dict:
+    stdout, stderr = worker.communicate(timeout=600)
+    assert worker.returncode == 0, stderr[-3000:]
+    line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def test_two_workers_share_one_study_and_register_once(lab_store: dict[str, str], tmp_path: Path) -> None:
+    storage = str(tmp_path / "studies.journal")
+    workers = [start_worker(storage, "shared"), start_worker(storage, "shared")]
+    results = [result_of(worker) for worker in workers]
+
+    study = optuna.load_study(study_name="shared", storage=open_storage(storage))
+    finished = [t for t in study.trials if t.state.is_finished()]
+    # Each worker checks the budget before it starts a trial, so at most one trial per extra worker over.
+    assert BUDGET <= len(finished) <= BUDGET + 1
+    assert sum(r["trials_run"] for r in results) == len(finished)
+    assert len({t.user_attrs[WORKER_ATTR] for t in finished}) == 2  # both did real work
+    assert sum(r["finalized"] for r in results) == 1  # exactly one final model
+    assert len({r["parent_run_id"] for r in results}) == 1  # one parent run per study
+
+    parent_run_id = results[0]["parent_run_id"]
+    versions = MlflowClient().search_model_versions("name = 'churn-telco'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert versions[0].tags["study"] == "shared" and versions[0].tags["run_id"] == parent_run_id
+    trials = mlflow.search_runs(
+        experiment_names=["churnguard-telco"], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+    assert len(trials) == len(finished)
+    parent = MlflowClient().get_run(parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_finished"] == len(finished)

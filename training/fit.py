@@ -1,0 +1,124 @@
+"""CatBoost fitting: hyper-parameters from the search space, native categorical features, pruning."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from catboost import CatBoostClassifier, Pool
+
+from churnguard.schema import FeatureSchema
+from training.config import Choices, FloatRange, IntRange, SearchConfig, SearchSpace
+
+Params = dict[str, Any]
+
+
+def suggest_params(trial: optuna.Trial, space: SearchSpace) -> Params:
+    """One point of the search space, named as CatBoost names its parameters."""
+    params: Params = {}
+    for name in SearchSpace.model_fields:
+        spec = getattr(space, name)
+        if isinstance(spec, IntRange):
+            params[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, FloatRange):
+            params[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, Choices):
+            params[name] = trial.suggest_categorical(name, spec.choices)
+    return params
+
+
+def catboost_params(params: Params, search: SearchConfig, seed: int) -> Params:
+    """Search params plus the fixed settings every fit shares."""
+    fixed: Params = {
+        "loss_function": "Logloss",
+        "eval_metric": search.metric,
+        "random_seed": seed,
+        "thread_count": search.thread_count,
+        "bootstrap_type": "Bayesian",  # bagging_temperature only acts on the Bayesian bootstrap
+        "allow_writing_files": False,  # no catboost_info/ folders in the working directory
+        "verbose": 0,
+    }
+    merged = {**params, **fixed}
+    if merged.get("auto_class_weights") is None:
+        merged.pop("auto_class_weights", None)
+    return merged
+
+
+def pool(frame: pd.DataFrame, schema: FeatureSchema, label: np.ndarray | None = None) -> Pool:
+    """CatBoost gets categoricals natively: strings in the schema's categorical columns."""
+    return Pool(schema.coerce(frame), label=label, cat_features=schema.categorical_names)
+
+
+class PruningCallback:
+    """Reports the validation metric to Optuna every `report_every` iterations and stops a hopeless fit.
+
+    Same protocol as optuna_integration's CatBoostPruningCallback (CatBoost cannot raise from a callback,
+    so `check_pruned` raises after `fit`), but it reports every N iterations instead of every one: each
+    report is a write to the study's storage, which shared SQLite/PostgreSQL storages feel.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str, report_every: int) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.report_every = report_every
+        self.pruned_at: int | None = None
+
+    def after_iteration(self, info: Any) -> bool:
+        if info.iteration % self.report_every:
+            return True
+        score = info.metrics["validation"][self.metric][-1]
+        self.trial.report(float(score), step=info.iteration)
+        if self.trial.should_prune():
+            self.pruned_at = info.iteration
+            return False
+        return True
+
+    def check_pruned(self) -> None:
+        if self.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned at iteration {self.pruned_at}")
+
+
+@dataclass
+class FitResult:
+    model: CatBoostClassifier
+    best_iteration: int  # 0-based, as CatBoost counts
+    validation_score: float
+    seconds: float
+
+
+def fit_with_early_stopping(
+    params: Params,
+    search: SearchConfig,
+    seed: int,
+    train: Pool,
+    validation: Pool,
+    callbacks: list[Any] | None = None,
+) -> FitResult:
+    model = CatBoostClassifier(**catboost_params(params, search, seed))
+    started = time.perf_counter()
+    model.fit(
+        train,
+        eval_set=validation,
+        early_stopping_rounds=search.early_stopping_rounds,
+        use_best_model=True,
+        callbacks=callbacks,
+    )
+    seconds = time.perf_counter() - started
+    best = model.get_best_iteration()
+    scores = model.get_evals_result()["validation"][search.metric]
+    best = len(scores) - 1 if best is None else best
+    return FitResult(model, int(best), float(scores[best]), seconds)
+
+
+def fit_fixed(
+    params: Params, search: SearchConfig, seed: int, iterations: int, data: Pool
+) -> CatBoostClassifier:
+    """A fit with a fixed iteration count (the final model and its out-of-fold twins)."""
+    settings = catboost_params({**params, "iterations": iterations}, search, seed)
+    model = CatBoostClassifier(**settings)
+    model.fit(data)
+    return model

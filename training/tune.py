@@ -1,0 +1,342 @@
+"""`churnguard tune`: an Optuna study over CatBoost parameters, tracked in MLflow, ending in a
+registered, calibrated challenger.
+
+One study, many workers. Every `tune` process with the same `--storage` and `--study` joins the same
+study and runs trials until the study's budget (`--trials`, counted over all workers) is used up or its
+own `--timeout` passes. Exactly one worker then fits and registers the final model: the one that
+finished the study's last trial, which every worker can work out from the storage once no trial is
+running. The worker that created the study opens the MLflow parent run; every trial, whoever ran it, is
+a nested run under it. `final=False` (`--no-final`) only runs trials.
+
+Reproducible: trial k samples with TPE seeded `seed + k` given the history, and CatBoost uses `seed`,
+so one worker with the same seed on the same data gives the same trials and the same final metrics
+(a `timeout` or several workers make the trial set depend on timing).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from churnguard.config import ConfigError
+from churnguard.datasets import DatasetConfig, config_hash, load_dataset_config
+from churnguard.scoring import load_scoring_config
+from churnguard.tracking import configure_mlflow, experiment_id
+from training import plots, runs, studies
+from training.config import TrainingConfig, load_training_config
+from training.data import LabData, load_lab_data
+from training.final import fit_final
+from training.registry import log_and_register
+from training.splits import TEST_KEYS_FILE, Split, make_split
+from training.trials import BEST_ITERATIONS_ATTR, TrialRunner, pruner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneResult:
+    dataset: str
+    study_name: str
+    storage: str  # without password
+    metric: str
+    trials_run: int  # by this worker
+    trials_finished: int  # in the whole study
+    trials_pruned: int
+    best_value: float | None
+    best_params: dict[str, Any]
+    parent_run_id: str | None
+    finalized: bool  # this worker fitted and registered the final model
+    model_name: str | None = None
+    model_version: str | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        best = "n/a" if self.best_value is None else f"{self.best_value:.4f}"
+        text = (
+            f"tune {self.dataset}: study '{self.study_name}' {self.trials_run} trials here, "
+            f"{self.trials_finished} in the study ({self.trials_pruned} pruned), "
+            f"best validation {self.metric} {best}, {self.seconds:.0f} s"
+        )
+        if self.finalized:
+            auc = self.test_metrics.get("test_roc_auc", float("nan"))
+            ece = self.test_metrics.get("test_ece", float("nan"))
+            text += f"; registered {self.model_name} v{self.model_version}"
+            text += f" (test ROC-AUC {auc:.4f}, ECE {ece:.4f})"
+        return text
+
+
+def run_tune(
+    dataset: str,
+    trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    seed: int | None = None,
+    *,
+    final: bool = True,
+) -> TuneResult:
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials must be at least 1, not {trials}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"--timeout must be positive, not {timeout}")
+    started = time.perf_counter()
+    config = load_training_config()
+    dataset_config = load_dataset_config(dataset)
+    seed = config.search.seed if seed is None else seed
+    budget = trials if trials is not None else (None if timeout is not None else config.search.trials)
+    study_name = study or f"{dataset_config.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    worker = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    where = studies.redact(storage)
+    log.info(
+        "tune %s: study '%s' on %s, budget %s trials, timeout %s s, seed %d",
+        *(dataset_config.name, study_name, where, budget or "no", timeout or "no", seed),
+    )
+
+    data = load_lab_data(dataset_config)
+    split = make_split(data.table, config.split)
+    log.info("split (%s, seed %d): %s", split.kind, split.seed, split.sizes())
+
+    configure_mlflow()
+    client = MlflowClient()
+    experiment = experiment_id(config.experiment_name(dataset_config.name))
+    optuna_study, created = studies.open_study(
+        studies.open_storage(storage), study_name, config.search.direction, pruner(config.search)
+    )
+    parent_run_id = _parent_run(
+        client, experiment, optuna_study, created, dataset_config, config, split, storage, budget, seed
+    )
+
+    runner = TrialRunner.for_split(
+        optuna_study,
+        data,
+        split,
+        search=config.search,
+        seed=seed,
+        worker=worker,
+        client=client,
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+    )
+    trials_run = runner.run(budget, timeout)
+
+    result = TuneResult(
+        dataset=dataset_config.name,
+        study_name=study_name,
+        storage=studies.redact(storage),
+        metric=config.search.metric,
+        trials_run=trials_run,
+        trials_finished=0,
+        trials_pruned=0,
+        best_value=None,
+        best_params={},
+        parent_run_id=parent_run_id,
+        finalized=False,
+    )
+    if not studies.wait_for_running(optuna_study, config.final.wait_for_workers_seconds):
+        log.warning("other workers' trials are still running; finishing without them")
+    _summarise(optuna_study, result)
+    if not trials_run and budget is not None and result.trials_finished >= budget:
+        done = result.trials_finished
+        log.info("study '%s' already has %d trials (budget %d): nothing to run", study_name, done, budget)
+    elif studies.last_finisher(optuna_study) != worker:
+        log.info("another worker finished the study's last trial; it logs the summary and the final model")
+    elif optuna_study.user_attrs.get(studies.FINAL_ATTR):
+        version = optuna_study.user_attrs[studies.FINAL_ATTR]
+        log.info("study '%s' already has its final model (version %s)", study_name, version)
+    else:
+        _log_study_summary(client, parent_run_id, optuna_study)
+        if final:
+            _finalize(optuna_study, data, split, dataset_config, config, seed, parent_run_id, result)
+        client.set_terminated(parent_run_id, "FINISHED")
+    result.seconds = time.perf_counter() - started
+    log.info("%s", result.summary())
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- study
+
+
+def _parent_run(
+    client: MlflowClient,
+    experiment: str,
+    study: optuna.Study,
+    created: bool,
+    dataset_config: DatasetConfig,
+    config: TrainingConfig,
+    split: Split,
+    storage: str | None,
+    budget: int | None,
+    seed: int,
+) -> str:
+    """The creating worker opens the parent run and publishes its id in the study; joiners read it."""
+    if not created:
+        run_id = studies.wait_for_study_attr(study, studies.PARENT_RUN_ATTR, timeout=60)
+        if run_id:
+            return run_id
+        log.warning("study '%s' has no MLflow parent run yet; opening one for this worker", study.study_name)
+    versions = runs.library_versions()
+    run_id = runs.create_parent_run(
+        client,
+        experiment,
+        study.study_name,
+        params={
+            "dataset": dataset_config.name,
+            "dataset_hash": config_hash(dataset_config),
+            "study": study.study_name,
+            "storage": studies.redact(storage),
+            "trial_budget": budget,
+            "seed": seed,
+            "split_seed": split.seed,
+            "metric": config.search.metric,
+            **{f"split_{name}_rows": size for name, size in split.sizes().items()},
+        },
+        tags={
+            "dataset": dataset_config.name,
+            "dataset_hash": config_hash(dataset_config),
+            "git_commit": runs.git_commit(),
+            **{f"version.{name}": version for name, version in versions.items()},
+        },
+    )
+    if dataset_config._path is not None:
+        client.log_artifact(run_id, str(dataset_config._path), "dataset")
+    client.log_dict(run_id, dataset_config.model_dump(mode="json"), "dataset/effective_config.json")
+    client.log_dict(run_id, config.model_dump(mode="json"), "training_config.json")
+    study.set_user_attr(studies.PARENT_RUN_ATTR, run_id)
+    return run_id
+
+
+# ---------------------------------------------------------------------------------------------- ending
+
+
+def _summarise(study: optuna.Study, result: TuneResult) -> None:
+    finished = studies.finished_trials(study)
+    result.trials_finished = len(finished)
+    result.trials_pruned = sum(t.state == TrialState.PRUNED for t in finished)
+    if any(t.state == TrialState.COMPLETE for t in finished):
+        result.best_value = float(study.best_value)
+        result.best_params = dict(study.best_params)
+
+
+def _log_study_summary(client: MlflowClient, parent_run_id: str, study: optuna.Study) -> None:
+    finished = studies.finished_trials(study)
+    completed = [t for t in finished if t.state == TrialState.COMPLETE]
+    metrics = {
+        "trials_finished": len(finished),
+        "trials_completed": len(completed),
+        "trials_pruned": sum(t.state == TrialState.PRUNED for t in finished),
+        "trials_failed": sum(t.state == TrialState.FAIL for t in finished),
+    }
+    for name, value in metrics.items():
+        client.log_metric(parent_run_id, name, value)
+    runs.log_figure(client, parent_run_id, plots.optimisation_history(study), "optimisation_history")
+    if not completed:
+        return
+    best = study.best_trial
+    client.log_metric(parent_run_id, "best_validation_value", float(best.value))
+    client.log_batch(
+        parent_run_id,
+        params=[
+            mlflow.entities.Param(f"best_{name}", runs.param_value(value))
+            for name, value in best.params.items()
+        ]
+        + [mlflow.entities.Param("best_trial", str(best.number))],
+    )
+    if len(completed) >= 2:
+        try:
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
+        except (ValueError, RuntimeError) as error:  # e.g. every completed trial has the same value
+            log.info("parameter importance not available: %s", error)
+        else:
+            client.log_dict(parent_run_id, importances, "param_importances.json")
+            runs.log_figure(
+                client, parent_run_id, plots.parameter_importance(importances), "param_importances"
+            )
+
+
+def _log_test_keys(keys) -> None:
+    """The test rows' keys, so the promotion gate scores champion and challenger on the same rows."""
+    with tempfile.TemporaryDirectory(prefix="churnguard-keys-") as scratch:
+        path = Path(scratch) / TEST_KEYS_FILE
+        keys.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), "split")
+
+
+def _finalize(
+    study: optuna.Study,
+    data: LabData,
+    split: Split,
+    dataset_config: DatasetConfig,
+    config: TrainingConfig,
+    seed: int,
+    parent_run_id: str,
+    result: TuneResult,
+) -> None:
+    completed = [t for t in studies.finished_trials(study) if t.state == TrialState.COMPLETE]
+    if not completed:
+        log.warning("no completed trial in study '%s'; no final model", study.study_name)
+        return
+    best = study.best_trial
+    model_name = dataset_config.registered_model_name
+    steps = tqdm(total=4, desc="final model", unit="step", dynamic_ncols=True)
+
+    def step(message: str) -> None:
+        steps.set_postfix_str(message)
+        steps.update(1)
+        log.info("final model: %s", message)
+
+    try:
+        final_model = fit_final(
+            data,
+            split,
+            dict(best.params),
+            int(best.user_attrs[BEST_ITERATIONS_ATTR]),
+            dataset_config,
+            config,
+            load_scoring_config(),
+            seed,
+            model_name,
+            step,
+        )
+        with runs.active_run(parent_run_id):
+            mlflow.log_metrics(final_model.metrics)
+            mlflow.log_dict(
+                final_model.artifact.contract.model_dump(mode="json", by_alias=True), "contract.json"
+            )
+            mlflow.log_text(final_model.card, "model_card.md")
+            _log_test_keys(final_model.test_keys)
+            client = MlflowClient()
+            for name, figure in final_model.figures.items():
+                runs.log_figure(client, parent_run_id, figure, name)
+            step("logging and registering the model")
+            tags = {
+                "dataset": dataset_config.name,
+                "dataset_hash": config_hash(dataset_config),
+                "study": study.study_name,
+                "run_id": parent_run_id,
+                "split_seed": str(split.seed),
+                **{name: f"{value:.6f}" for name, value in final_model.metrics.items()},
+            }
+            version = log_and_register(final_model.artifact, final_model.card, model_name, tags)
+    finally:
+        steps.close()
+    study.set_user_attr(studies.FINAL_ATTR, version)
+    result.finalized = True
+    result.model_name = model_name
+    result.model_version = version
+    result.test_metrics = final_model.metrics
