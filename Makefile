@@ -22,6 +22,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
+	bash tests/ensure_chromium.sh
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -31,6 +32,10 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/simulate.py
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/lab.py
+	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/drift.py
+	$(BIN)/python benchmarks/drift_detection.py --seeds 20
 
 # Regenerate the lock after editing dependencies in pyproject.toml.
 lock: setup

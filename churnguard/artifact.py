@@ -23,6 +23,7 @@ import pandas as pd
 from catboost import CatBoostClassifier
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from churnguard.config import UsageError
 from churnguard.schema import FeatureSchema
 from churnguard.scoring import HEALTH_AT_HIGH, HEALTH_AT_MEDIUM, TierThresholds, health_score
 
@@ -34,7 +35,7 @@ CARD_FILE = "model_card.md"
 ARTIFACT_DIR = "churnguard"  # the folder's name inside a logged MLflow model
 
 
-class ContractError(ValueError):
+class ContractError(UsageError):
     """A model artifact that cannot be served; the message says what is wrong."""
 
 

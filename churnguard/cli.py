@@ -271,13 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from churnguard.artifact import ContractError
-    from churnguard.config import ConfigError
-    from churnguard.datasets import DataError
+    from churnguard.config import UsageError
 
     try:
         return args.handler(args)
-    except (ConfigError, DataError, ContractError) as exc:
+    except UsageError as exc:
         print(f"churnguard {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -23,7 +23,14 @@ from churnguard.settings import config_dir
 Model = TypeVar("Model", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class UsageError(ValueError):
+    """A problem with what the user gave (config, data, model, request) that the message explains.
+
+    The command line prints these without a traceback and exits 2; every other error is a bug.
+    """
+
+
+class ConfigError(UsageError):
     """A configuration file or override that cannot be used; the message says where and why."""
 
 

@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, PrivateAttr, model_validator
 
-from churnguard.config import ConfigError, StrictModel, deep_merge, env_overrides, env_prefix_for, read_yaml
+from churnguard.config import (
+    ConfigError,
+    StrictModel,
+    UsageError,
+    deep_merge,
+    env_overrides,
+    env_prefix_for,
+    read_yaml,
+)
 from churnguard.config import validate as validate_config
 from churnguard.features import EventTypeSpec
 from churnguard.schema import ID_COLUMN, SignalGroup
@@ -289,7 +297,7 @@ class DataReport:
             raise DataError(self)
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Data that cannot be used as configured; the message lists every problem with file and column."""
 
     def __init__(self, report: DataReport) -> None:
