@@ -162,7 +162,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from churnguard.demo import run_demo
 
-    return run_demo(customers=args.customers, seed=args.seed)
+    return run_demo(customers=args.customers, seed=args.seed, trials=args.trials)
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", cmd_demo, "run the main job end to end on embedded defaults")
     demo.add_argument("--customers", type=int, default=20_000, help="simulated customers (default 20000)")
     demo.add_argument("--seed", type=int, default=7, help="random seed")
+    demo.add_argument("--trials", type=int, default=5, help="Optuna trials per study (default 5)")
     return parser
 
 

@@ -5,8 +5,12 @@ Each step prints what it produced and where, so the demo doubles as a tour of th
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
+import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,12 +80,184 @@ def build_features() -> dict[str, Path]:
     return paths
 
 
-def run_demo(customers: int = 20_000, seed: int = 7) -> int:
+# The monitoring story on simulated data: the model learns from the first months, a product change
+# in month 8 cuts SMB logins by 40%, the monitors catch it and the loop retrains and promotes.
+CHANGE_SCENARIO = "login_cut"
+CHANGE_START = "2025-08-01"
+FIRST_TRAINING_WINDOW = {"START": "2025-03-02", "END": "2025-05-31"}  # observation dates of the first model
+SCORING_DATE = "2025-06-30"  # a batch scored by the service before the change
+DRIFT_DATE = "2025-09-28"  # current data after the change
+DEMO_TRIALS = 5
+
+
+@step("4. inject a known change: SMB logins cut by 40% from month 8")
+def inject_change(sim_dir: Path, seed: int) -> None:
+    import pandas as pd
+
+    from churnguard.scenarios import SCENARIOS, apply_scenario
+
+    customers = pd.read_parquet(sim_dir / "customers.parquet")
+    events = pd.read_parquet(sim_dir / "events.parquet")
+    end = events["timestamp"].max() + pd.Timedelta(days=1)
+    _, changed = apply_scenario(CHANGE_SCENARIO, customers, events, CHANGE_START, end, seed)
+    changed.to_parquet(sim_dir / "events.parquet", index=False)
+    removed = len(events) - len(changed)
+    print(f"  {SCENARIOS[CHANGE_SCENARIO].description}: {removed:,} logins removed after {CHANGE_START}")
+
+
+@step("5. tune, register and promote the first model (months 1-6)")
+def first_model(trials: int) -> str:
+    import os
+
+    from training.promote import run_promote
+    from training.tune import run_tune
+
+    overrides = {
+        f"CHURNGUARD_DATASET_CRM__OBSERVATION__{key}": value for key, value in FIRST_TRAINING_WINDOW.items()
+    }
+    os.environ.update(overrides)
+    try:
+        result = run_tune("crm", trials=trials, seed=0)
+    finally:
+        for key in overrides:
+            os.environ.pop(key, None)
+    print(f"  {result.summary()}")
+    decision = run_promote(result.model_name)
+    print(f"  promotion: {'promoted' if decision.promoted else 'kept champion'} ({decision.reason})")
+    return result.model_name
+
+
+def feature_rows(observation_date: str) -> Path:
+    """Unlabelled features of every active customer at one observation date, as the CRM would send them."""
+    from churnguard.datasets import ObservationSpec, load_dataset_config, load_events
+    from churnguard.feature_table import events_table
+
+    config = load_dataset_config("crm")
+    date = ObservationSpec(start=observation_date, end=observation_date, every_days=1)
+    config = config.model_copy(update={"observation": date})
+    table = events_table(config, load_events(config), labelled=False)
+    path = state_dir() / "demo" / f"customers-{observation_date}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.frame[["customer_id", *table.schema.names]].to_parquet(path, index=False)
+    return path
+
+
+def start_service(port: int) -> subprocess.Popen:
+    import os
+    import sys
+
+    env = {**os.environ, "CHURNGUARD_SERVICE__RELOAD__POLL_SECONDS": "5"}
+    command = [sys.executable, "-m", "churnguard.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(
+                f"the service exited with code {process.returncode}; run `churnguard serve` to see why"
+            )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(1)
+    process.terminate()
+    raise SystemExit("the service did not become ready within 180 s")
+
+
+def post(port: int, route: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{route}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())
+
+
+def get(port: int, route: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+@step("6. serve the champion and score a batch over HTTP")
+def score_batch(port: int) -> None:
+    import pandas as pd
+
+    rows = pd.read_parquet(feature_rows(SCORING_DATE)).head(2000)
+    customers = json.loads(rows.to_json(orient="records"))
+    started = time.perf_counter()
+    answer = post(port, "/predict_batch", {"customers": customers, "explain": True})
+    seconds = time.perf_counter() - started
+    results = answer["results"] if isinstance(answer, dict) else answer
+    tiers = pd.Series([result["alert_tier"] for result in results]).value_counts().to_dict()
+    print(f"  POST /predict_batch: {len(results):,} customers in {seconds:.2f} s; tiers {tiers}")
+    riskiest = max(results, key=lambda result: result["churn_probability"])
+    print("  the riskiest customer, explained:")
+    print("  " + json.dumps(riskiest, indent=2).replace("\n", "\n  "))
+
+
+@step("7. monitor: drift of current data (after the change) against the model's reference")
+def detect_drift() -> Path:
+    from monitoring.drift import run_drift, summary_banner
+
+    current = feature_rows(DRIFT_DATE)
+    result = run_drift(None, current, None, None, fail_on_drift=False)
+    print("  " + summary_banner(result.summary).replace("\n", "\n  "))
+    print(f"  HTML report {result.report_path}")
+    return current
+
+
+@step("8. retrain loop: decide, tune on the newest data, gate, and let the service pick up the champion")
+def retrain_loop(current: Path, port: int, served_before: str) -> None:
+    from monitoring.retrain import run_retrain
+    from training.promote import run_promote
+    from training.tune import run_tune
+
+    decision = run_retrain("crm", None, current, None, False, tune=run_tune, promote=run_promote)
+    print(f"  decision: {decision.decision}" + "".join(f"\n    - {reason}" for reason in decision.reasons))
+    if decision.promotion:
+        print(f"  promotion gate: promoted={decision.promotion['promoted']} ({decision.promotion['reason']})")
+    if not (decision.promotion and decision.promotion["promoted"]):
+        return
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and get(port, "/model")["model_version"] == served_before:
+        time.sleep(2)
+    now_served = get(port, "/model")["model_version"]
+    print(f"  the running service now serves version {now_served} (was {served_before})")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_demo(customers: int = 20_000, seed: int = 7, trials: int = DEMO_TRIALS) -> int:
+    import os
+
     started = time.perf_counter()
     print(f"churnguard demo: state folder {state_dir()}")
-    simulate_crm(customers, seed)
+    # The retraining study of the demo is as small as the first one.
+    os.environ.setdefault("CHURNGUARD_MONITORING__RETRAIN__TRIALS", str(trials))
+    sim_dir = simulate_crm(customers, seed)
     validate_all()
     build_features()
+    inject_change(sim_dir, seed)
+    model_name = first_model(trials)
+    port = free_port()
+    service = start_service(port)
+    try:
+        served = get(port, "/model")["model_version"]
+        print(f"\nservice on http://127.0.0.1:{port} serves {model_name} v{served} (OpenAPI at /docs.json)")
+        score_batch(port)
+        current = detect_drift()
+        retrain_loop(current, port, served)
+    finally:
+        service.terminate()
+        service.wait(timeout=60)
     elapsed = time.perf_counter() - started
     print(f"\nchurnguard demo finished in {elapsed:.0f} s; everything is under {state_dir()}")
+    print(f"  MLflow UI:    .venv/bin/mlflow ui --backend-store-uri sqlite:///{state_dir() / 'mlflow.db'}")
+    print(f"  Evidently UI: .venv/bin/evidently ui --workspace {state_dir() / 'evidently'}")
     return 0
