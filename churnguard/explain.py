@@ -1,0 +1,608 @@
+"""Why a customer got their score: per-feature SHAP contributions, the top reasons and per-group health.
+
+Contributions are CatBoost's path-dependent TreeSHAP values in the model's raw (log-odds) space:
+for each customer they add up, with the expected value, to the raw prediction.
+
+How they are computed fast: in an oblivious (symmetric) tree every node at one depth tests the same
+split, so a customer's SHAP values in that tree depend only on the leaf they fall in. `LeafShapTables`
+precomputes, once per model, each leaf's contribution to every feature (exact Shapley values of the
+path-dependent value function, as CatBoost defines it: a split on a combination of features counts as
+one player, attributed in equal shares to the categorical features of its projection). The walk
+follows CatBoost's, from a tree's last split to its first, which fixes the path-dependent covers.
+Explaining a customer is then one `calc_leaf_indexes` call plus one table lookup per tree, instead of
+CatBoost re-deriving those tables on every `get_feature_importance(type="ShapValues")` call. The
+tables are checked against CatBoost's own ShapValues on the reference sample when a model loads; if
+they disagree (or the model is not supported) the explainer falls back to CatBoost's call.
+
+Reasons: the `top` features with the largest absolute contribution, each with a short message built
+from its FeatureSpec. Positive impact raises the churn risk, negative impact lowers it.
+
+Group sub-scores: for each signal group, the health score the customer would have if only that
+group's contributions moved them away from the average customer (the expected value) and every other
+group stayed at its average effect:
+    group_score[g] = health(calibrate(sigmoid(expected_value + sum of contributions of g's features)))
+100 means the group's signals alone would make the customer as healthy as possible; a low score names
+the dimension that drags them down. A group with no influence scores what the average customer scores.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from catboost import CatBoostClassifier, Pool
+from pydantic_core import to_json
+
+from churnguard.config import UsageError
+from churnguard.features import TREND_BASELINE_DAYS
+from churnguard.schema import FeatureSchema, FeatureSpec
+
+log = logging.getLogger(__name__)
+
+MISSING_CATEGORY = "__missing__"  # FeatureSchema.coerce's spelling of a missing category
+MAX_TABLE_DEPTH = 8  # deeper trees make the per-leaf tables too large; CatBoost's own call is used then
+VERIFY_ROWS = 200  # reference rows on which the tables must match CatBoost's ShapValues
+VERIFY_TOLERANCE = 1e-6
+MESSAGE_CACHE = 100_000
+SLOT_CHUNK = 4096
+FEW_ROWS = 32  # up to this many rows, raw predictions come from the leaf indexes
+FOLD_CELLS = 1 << 22  # cells of the per-chunk fold array (32 MiB of float64)
+SMALL_BATCH = 512  # up to this many rows, one gather over all trees beats a loop over trees
+
+
+class UnsupportedModel(UsageError):
+    """The per-leaf tables cannot represent this model (the message says why)."""
+
+
+# --------------------------------------------------------------------------------------- leaf tables
+
+
+@dataclass(frozen=True)
+class _TreeSplits:
+    depth: int
+    classes: list[frozenset[int]]  # per depth: the flat features the split depends on
+
+
+def _model_json(model: CatBoostClassifier) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.json"
+        model.save_model(str(path), format="json")
+        return json.loads(path.read_text())
+
+
+def _split_classes(dump: dict) -> list[_TreeSplits]:
+    """For every tree, the set of original (flat) features each level's split depends on."""
+    info = dump["features_info"]
+    floats = {f["feature_index"]: f for f in info.get("float_features", [])}
+    cats = {c["feature_index"]: c for c in info.get("categorical_features", [])}
+    ctrs = info.get("ctrs", [])
+    # Binary features are numbered float borders first, then one-hot values, then CTR borders.
+    offset = sum(len(f.get("borders") or []) for f in info.get("float_features", []))
+    offset += sum(len(c.get("values") or []) for c in info.get("categorical_features", []))
+    ctr_of_bin: dict[int, tuple[dict, int]] = {}
+    for ctr in ctrs:
+        for position in range(len(ctr.get("borders") or [])):
+            ctr_of_bin[offset] = (ctr, position)
+            offset += 1
+
+    def ctr_class(ctr: dict) -> frozenset[int]:
+        # CatBoost attributes a CTR split to the categorical features of its projection only; float
+        # and one-hot parts of a combination do not count (checked against its ShapValues).
+        features = frozenset(
+            cats[e["cat_feature_index"]]["flat_feature_index"]
+            for e in ctr["elements"]
+            if e.get("combination_element") == "cat_feature_value"
+        )
+        if not features:
+            raise UnsupportedModel(f"CTR {ctr.get('identifier')} has no categorical feature")
+        return features
+
+    trees = []
+    for tree in dump["oblivious_trees"]:
+        classes = []
+        for split in tree["splits"]:
+            kind = split["split_type"]
+            if kind == "FloatFeature":
+                classes.append(frozenset([floats[split["float_feature_index"]]["flat_feature_index"]]))
+            elif kind == "OneHotFeature":
+                classes.append(frozenset([cats[split["cat_feature_index"]]["flat_feature_index"]]))
+            elif kind == "OnlineCtr":
+                found = ctr_of_bin.get(split["split_index"])
+                if found is None:
+                    raise UnsupportedModel(f"CTR split {split['split_index']} not in the model's CTR list")
+                ctr, position = found
+                if ctr["borders"][position] != split["border"]:
+                    raise UnsupportedModel("CTR split border does not match the CTR layout")
+                classes.append(ctr_class(ctr))
+            else:
+                raise UnsupportedModel(f"split type {kind} is not supported")
+        trees.append(_TreeSplits(len(classes), classes))
+    return trees
+
+
+def _bit_reversal(depth: int) -> np.ndarray:
+    """Leaf index with its `depth` bits reversed (an involution, so it maps both ways)."""
+    leaves = np.arange(2**depth)
+    bits = (leaves[:, None] >> np.arange(depth)) & 1
+    return (bits * (1 << np.arange(depth)[::-1])).sum(axis=1) if depth else leaves
+
+
+def _shapley_matrix(players: int) -> np.ndarray:
+    """M[S, j] such that phi_j = sum_S v(S) * M[S, j] for coalition bitmasks S (exact Shapley values)."""
+    weight = [
+        math.factorial(s) * math.factorial(players - s - 1) / math.factorial(players) for s in range(players)
+    ]
+    matrix = np.zeros((2**players, players))
+    for coalition in range(2**players):
+        size = bin(coalition).count("1")
+        for j in range(players):
+            if coalition >> j & 1:
+                matrix[coalition, j] = weight[size - 1]
+            else:
+                matrix[coalition, j] = -weight[size]
+    return matrix
+
+
+def _conditional_values(values: np.ndarray, weights: np.ndarray, depth: int) -> np.ndarray:
+    """u[t, b, C]: tree t's path-dependent expectation for a customer in leaf b when only the levels in
+    bitmask C are known (the others are averaged with the training cover), for all b and C at once.
+
+    Folds the tree bottom-up; node n at depth l holds the leaves whose low l bits equal n, and each
+    level adds a (b_l, C_l) digit to the index, so the work is about 2 * 4**depth per tree."""
+    trees = values.shape[0]
+    subtree = [np.empty(0)] * (depth + 1)
+    subtree[depth] = weights
+    for level in range(depth - 1, -1, -1):
+        subtree[level] = subtree[level + 1].reshape(trees, 2, 2**level).sum(axis=1)
+    folded = values.reshape(trees, 2**depth, 1)
+    for level in range(depth - 1, -1, -1):
+        child = folded.reshape(trees, 2, 2**level, -1)  # child index = c * 2**level + n
+        parent = subtree[level][:, None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(parent > 0, subtree[level + 1].reshape(trees, 2, 2**level) / parent, 0.0)
+        averaged = (share[..., None] * child).sum(axis=1)  # level unknown: (trees, n, R)
+        known = np.moveaxis(child, 1, -1)  # level known: follow the customer's bit, (trees, n, R, b)
+        stacked = np.empty((*averaged.shape, 2, 2))
+        stacked[..., 0] = averaged[..., None]
+        stacked[..., 1] = known
+        folded = stacked.reshape(trees, 2**level, -1)
+    digits = np.arange(2**depth)
+    bits = (digits[:, None] >> np.arange(depth)) & 1  # (2**depth, depth)
+    place = 4 ** np.arange(depth)
+    index = (2 * bits[:, None, :] + bits[None, :, :]) @ place  # index[b, C]
+    return folded.reshape(trees, -1)[:, index]
+
+
+@dataclass(frozen=True, eq=False)
+class LeafShapTables:
+    """Per-leaf SHAP contributions of a CatBoost oblivious-tree model (see the module docstring)."""
+
+    tables: np.ndarray  # (trees, leaves, slots): contribution of each slot's feature, raw units
+    slot_features: np.ndarray  # (trees, slots): feature index of each slot; n_features pads unused slots
+    leaf_values: np.ndarray  # (trees, leaves), scaled
+    bias: float
+    expected_value: float
+    n_features: int
+
+    @classmethod
+    def from_model(cls, model: CatBoostClassifier) -> LeafShapTables:
+        dump = _model_json(model)
+        trees = _split_classes(dump)
+        if not trees:
+            raise UnsupportedModel("the model has no trees")
+        scale, biases = dump.get("scale_and_bias", [1.0, [0.0]])
+        if isinstance(biases, list) and len(biases) != 1:
+            raise UnsupportedModel("only single-output models are supported")
+        bias = float(biases[0] if isinstance(biases, list) else biases)
+        max_depth = max(tree.depth for tree in trees)
+        if max_depth > MAX_TABLE_DEPTH:
+            raise UnsupportedModel(f"tree depth {max_depth} is above {MAX_TABLE_DEPTH}")
+        n_features = len(model.feature_names_)
+        leaves = 2**max_depth
+        raw_trees = dump["oblivious_trees"]
+        leaf_values = np.zeros((len(trees), leaves))
+        per_tree: list[tuple[np.ndarray, list[int]]] = []
+        means = np.zeros(len(trees))
+        for depth in sorted({tree.depth for tree in trees}):
+            members = [i for i, tree in enumerate(trees) if tree.depth == depth]
+            values = np.array([raw_trees[i]["leaf_values"] for i in members], dtype=float)
+            weights = np.array([raw_trees[i]["leaf_weights"] for i in members], dtype=float)
+            if values.shape[1] != 2**depth:
+                raise UnsupportedModel("only single-output oblivious trees are supported")
+            leaf_values[members, : 2**depth] = values
+            totals = weights.sum(axis=1)
+            means[members] = np.where(
+                totals > 0, (values * weights).sum(axis=1) / np.maximum(totals, 1e-300), 0
+            )
+            # CatBoost walks an oblivious tree from its last split to its first, and the path-dependent
+            # covers depend on that order: fold the tree with its levels (leaf index bits) reversed.
+            reverse = _bit_reversal(depth)
+            chunk = max(1, FOLD_CELLS // 4**depth)  # bounds the fold's memory for deep trees
+            for start in range(0, len(members), chunk):
+                part = slice(start, start + chunk)
+                conditional = _conditional_values(values[part][:, reverse], weights[part][:, reverse], depth)
+                for row, tree_index in enumerate(members[part]):
+                    splits = trees[tree_index]
+                    table, features = _tree_table(_TreeSplits(depth, splits.classes[::-1]), conditional[row])
+                    per_tree.append((tree_index, table[reverse], features))
+        per_tree.sort(key=lambda item: item[0])
+        slots = max(1, max(len(features) for _, _, features in per_tree))
+        tables = np.zeros((len(trees), leaves, slots))
+        slot_features = np.full((len(trees), slots), n_features, dtype=np.int64)
+        for tree_index, table, features in per_tree:
+            tables[tree_index, : table.shape[0], : len(features)] = table
+            slot_features[tree_index, : len(features)] = features
+        return cls(
+            tables=tables * scale,
+            slot_features=slot_features,
+            leaf_values=leaf_values * scale,
+            bias=bias,
+            expected_value=bias + scale * float(means.sum()),
+            n_features=n_features,
+        )
+
+    def raw(self, leaf_indexes: np.ndarray) -> np.ndarray:
+        """Raw predictions (log-odds) from leaf indexes: the bias plus each tree's leaf value."""
+        trees = self._tree_positions
+        return self.bias + self.leaf_values[trees, leaf_indexes].sum(axis=1)
+
+    @functools.cached_property
+    def _tree_positions(self) -> np.ndarray:
+        return np.arange(self.leaf_values.shape[0])[None, :]
+
+    def contributions(self, leaf_indexes: np.ndarray) -> np.ndarray:
+        """(rows, n_features) SHAP contributions from `calc_leaf_indexes` output (rows, trees).
+
+        Their row sums plus `expected_value` are the raw predictions (local accuracy)."""
+        rows = leaf_indexes.shape[0]
+        if rows <= SMALL_BATCH:
+            chunks = [self._gathered(leaf_indexes[start : start + 256]) for start in range(0, rows, 256)]
+            return np.vstack(chunks) if chunks else np.zeros((0, self.n_features))
+        return self._by_slot(leaf_indexes)
+
+    def _gathered(self, leaf_indexes: np.ndarray) -> np.ndarray:
+        # One gather over all trees and a bincount: cheapest for a few rows.
+        rows, trees = leaf_indexes.shape
+        width = self.n_features + 1  # the last column collects padding slots
+        gathered = self.tables[np.arange(trees)[None, :], leaf_indexes]  # (rows, trees, slots)
+        target = np.arange(rows)[:, None, None] * width + self.slot_features[None, :, :]
+        flat = np.bincount(target.ravel(), weights=gathered.ravel(), minlength=rows * width)
+        return flat.reshape(rows, width)[:, : self.n_features]
+
+    def _by_slot(self, leaf_indexes: np.ndarray) -> np.ndarray:
+        # One contiguous 1-D take per (tree, feature): cheapest for many rows. Chunks of rows keep
+        # the transposed leaf indexes and the accumulators in cache.
+        rows = leaf_indexes.shape[0]
+        out = np.empty((rows, self.n_features))
+        tables, used = self._slot_tables, self._used_slots
+        for start in range(0, rows, SLOT_CHUNK):
+            by_tree = np.ascontiguousarray(leaf_indexes[start : start + SLOT_CHUNK].T)
+            totals = np.zeros((self.n_features + 1, by_tree.shape[1]))
+            for tree, slots in enumerate(used):
+                leaves = by_tree[tree]
+                for slot, feature in slots:
+                    totals[feature] += tables[tree, slot].take(leaves)
+            out[start : start + SLOT_CHUNK] = totals[: self.n_features].T
+        return out
+
+    @functools.cached_property
+    def _slot_tables(self) -> np.ndarray:
+        return np.ascontiguousarray(self.tables.transpose(0, 2, 1))  # (trees, slots, leaves)
+
+    @functools.cached_property
+    def _used_slots(self) -> list[list[tuple[int, int]]]:
+        return [
+            [(slot, int(feature)) for slot, feature in enumerate(row) if feature < self.n_features]
+            for row in self.slot_features
+        ]
+
+
+def _tree_table(tree: _TreeSplits, conditional: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """(leaves, features) contributions of one tree and the features they belong to."""
+    players = sorted(set(tree.classes), key=sorted)
+    if not players:
+        return np.zeros((conditional.shape[0], 0)), []
+    player_of_level = [players.index(c) for c in tree.classes]
+    coalitions = np.arange(2 ** len(players))
+    levels_known = np.zeros(len(coalitions), dtype=np.int64)
+    for level, player in enumerate(player_of_level):
+        levels_known |= ((coalitions >> player) & 1) << level
+    by_player = conditional[:, levels_known] @ _shapley_matrix(len(players))  # (leaves, players)
+    features = sorted(set().union(*players))
+    share = np.zeros((len(players), len(features)))
+    for j, player in enumerate(players):
+        for feature in player:
+            share[j, features.index(feature)] = 1.0 / len(player)
+    return by_player @ share, features
+
+
+# ------------------------------------------------------------------------------------------ explainer
+
+
+class ShapExplainer:
+    """Raw predictions and SHAP contributions, by the per-leaf tables or CatBoost's own call."""
+
+    def __init__(self, model: CatBoostClassifier, cat_indices: Sequence[int], thread_count: int = -1) -> None:
+        self.model = model
+        self.cat_indices = list(cat_indices)
+        self.thread_count = thread_count
+        self.tables: LeafShapTables | None = None
+        self.method = "catboost"
+        self.expected_value = 0.0
+
+    def prepare(self, reference: pd.DataFrame | None) -> ShapExplainer:
+        """Build the tables and check them against CatBoost on reference rows (coerced features)."""
+        try:
+            tables = LeafShapTables.from_model(self.model)
+        except (UnsupportedModel, KeyError, IndexError, ValueError) as exc:
+            log.warning("explaining with CatBoost's ShapValues (slower): %s", exc)
+            self.expected_value = self._catboost_expected_value(reference)
+            return self
+        if reference is not None and len(reference):
+            sample = reference.head(VERIFY_ROWS)
+            pool = Pool(sample, cat_features=self.cat_indices)
+            expected = self.model.get_feature_importance(data=pool, type="ShapValues", thread_count=1)
+            leaves = self.model.calc_leaf_indexes(pool, thread_count=1).astype(np.int64)
+            mine = tables.contributions(leaves)
+            error = max(
+                float(np.abs(mine - expected[:, :-1]).max()),
+                abs(tables.expected_value - float(expected[0, -1])),
+            )
+            if error > VERIFY_TOLERANCE:
+                log.warning("per-leaf SHAP tables differ from CatBoost by %.2g; using CatBoost's call", error)
+                self.expected_value = float(expected[0, -1])
+                return self
+        self.tables = tables
+        self.method = "leaf_tables"
+        self.expected_value = tables.expected_value
+        return self
+
+    def _catboost_expected_value(self, reference: pd.DataFrame | None) -> float:
+        if reference is None or not len(reference):
+            return 0.0
+        pool = Pool(reference.head(1), cat_features=self.cat_indices)
+        return float(self.model.get_feature_importance(data=pool, type="ShapValues", thread_count=1)[0, -1])
+
+    def raw(self, pool: Pool, rows: int, thread_count: int) -> np.ndarray:
+        """Raw predictions; a few rows go through the leaf indexes, which is cheaper than `predict`."""
+        if self.tables is not None and rows <= FEW_ROWS:
+            return self.tables.raw(self.model.calc_leaf_indexes(pool, thread_count=1))
+        return self.model.predict(pool, prediction_type="RawFormulaVal", thread_count=thread_count)
+
+    def explain(self, pool: Pool, thread_count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(raw predictions, contributions) for every row of the pool."""
+        threads = self.thread_count if thread_count is None else thread_count
+        if self.tables is not None:
+            leaves = self.model.calc_leaf_indexes(pool, thread_count=threads)
+            contributions = self.tables.contributions(leaves)
+            return self.tables.expected_value + contributions.sum(axis=1), contributions
+        values = self.model.get_feature_importance(data=pool, type="ShapValues", thread_count=threads)
+        return values.sum(axis=1), values[:, :-1]
+
+
+# ---------------------------------------------------------------------------------------------- reasons
+
+
+@dataclass(frozen=True)
+class ReferenceRanks:
+    """Sorted reference values of numeric static features, to say where a value sits among customers."""
+
+    sorted_values: dict[str, np.ndarray]
+
+    @classmethod
+    def from_frame(cls, schema: FeatureSchema, reference: pd.DataFrame) -> ReferenceRanks:
+        ranks = {}
+        for spec in schema.features:
+            if spec.categorical or spec.kind != "static" or spec.name not in reference.columns:
+                continue
+            values = pd.to_numeric(reference[spec.name], errors="coerce").to_numpy(dtype=float)
+            values = np.sort(values[np.isfinite(values)])
+            if values.size >= 20:  # too few customers to speak of shares
+                ranks[spec.name] = values
+        return cls(ranks)
+
+    def context(self, name: str, value: float) -> str:
+        values = self.sorted_values.get(name)
+        if values is None:
+            return ""
+        below = np.searchsorted(values, value, side="left") / values.size
+        above = 1.0 - np.searchsorted(values, value, side="right") / values.size
+        if above >= 0.5:
+            return f" (lower than {above:.0%} of customers)"
+        if below >= 0.5:
+            return f" (higher than {below:.0%} of customers)"
+        return ""
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def describe(spec: FeatureSpec, value: object, ranks: ReferenceRanks | None = None) -> str:
+    """A short, human message about one feature's value, phrased from its FeatureSpec."""
+    label = spec.label or spec.event_type or spec.name
+    missing = value is None or value == MISSING_CATEGORY or (isinstance(value, float) and math.isnan(value))
+    if spec.categorical:
+        return f"{spec.name} is missing" if missing else f"{spec.name} is {value}"
+    if spec.kind == "days_since_last":
+        return f"no {label} on record" if missing else f"no {label} for {_number(round(float(value)))} days"
+    if spec.kind == "trend":
+        if missing:
+            return f"no {label} in the previous {TREND_BASELINE_DAYS} days to compare with"
+        change = float(value) - 1.0
+        if abs(change) < 0.005:
+            return f"{label} steady against the previous {TREND_BASELINE_DAYS} days"
+        direction = "down" if change < 0 else "up"
+        return f"{label} {direction} {abs(change):.0%} against the previous {TREND_BASELINE_DAYS} days"
+    if missing:
+        return f"{spec.name} is missing"
+    number = float(value)
+    window = f"the last {spec.window_days} days" if spec.window_days else "the period"
+    if spec.kind == "tenure":
+        return f"customer for {_number(round(number))} days"
+    if spec.kind == "count":
+        return f"no {label} in {window}" if number == 0 else f"{_number(number)} {label} in {window}"
+    if spec.kind == "sum":
+        return (
+            f"no {label} in {window}" if number == 0 else f"{label} totalling {_number(number)} in {window}"
+        )
+    if spec.kind == "mean":
+        return f"{label} averaging {_number(number)} over {window}"
+    context = ranks.context(spec.name, number) if ranks else ""
+    return f"{spec.name} is {_number(number)}{context}"
+
+
+class ReasonBuilder:
+    """Turns contributions into the top reasons and per-group sub-scores."""
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        top: int,
+        expected_value: float,
+        health_from_raw: Callable[[np.ndarray], np.ndarray],
+        ranks: ReferenceRanks | None = None,
+    ) -> None:
+        self.specs = schema.features
+        self.top = min(top, len(self.specs))
+        self.expected_value = expected_value
+        self.health_from_raw = health_from_raw
+        self.ranks = ranks
+        groups = schema.by_group()
+        self.group_names = list(groups)
+        index = {name: i for i, name in enumerate(schema.names)}
+        self.membership = np.zeros((len(self.specs), len(groups)))
+        for column, members in enumerate(groups.values()):
+            self.membership[[index[name] for name in members], column] = 1.0
+        self.names = [(spec.name, spec.group) for spec in self.specs]
+        self._fragments: dict[tuple[int, object], _Fragments] = {}
+
+    def group_scores(self, contributions: np.ndarray) -> np.ndarray:
+        """(rows, groups) integer health sub-scores; columns follow `group_names`."""
+        raw = self.expected_value + contributions @ self.membership
+        return self.health_from_raw(raw.ravel()).reshape(raw.shape)
+
+    def explain(self, contributions: np.ndarray, column: Callable[[int], Sequence[object]]) -> Explanations:
+        """The top reasons of every row; `column(j)` gives feature j's values as scored, row by row."""
+        rows, width = contributions.shape
+        top = self.top
+        magnitude = np.abs(contributions)
+        if width > top:
+            chosen = np.argpartition(-magnitude, top - 1, axis=1)[:, :top]
+        else:
+            chosen = np.tile(np.arange(width), (rows, 1))
+        order = np.argsort(-np.take_along_axis(magnitude, chosen, axis=1), axis=1, kind="stable")
+        chosen = np.take_along_axis(chosen, order, axis=1)
+        impacts = np.take_along_axis(contributions, chosen, axis=1).round(4)
+        # Gather only the chosen values, one feature at a time.
+        values = np.empty(chosen.shape, dtype=object)
+        for feature in np.unique(chosen).tolist():
+            mask = chosen == feature
+            values[mask] = np.asarray(column(feature), dtype=object)[np.nonzero(mask)[0]]
+        return Explanations(self, chosen, impacts, values)
+
+    def fragments(self, feature: int, value: object) -> _Fragments:
+        """Message and JSON pieces of one (feature, value), cached: they repeat across customers."""
+        if value != value or value == MISSING_CATEGORY:  # NaN or a missing category
+            value = None
+        key = (feature, value)
+        found = self._fragments.get(key)
+        if found is None:
+            spec = self.specs[feature]
+            message = describe(spec, value, self.ranks)
+            head = to_json({"feature": spec.name, "group": spec.group, "value": value})[1:-1]
+            tail = b',"message":' + to_json(message) + b"}"
+            found = _Fragments(
+                value,
+                message,
+                b'{"code":"raises_risk:' + spec.name.encode() + b'",' + head + b',"impact":',
+                b'{"code":"lowers_risk:' + spec.name.encode() + b'",' + head + b',"impact":',
+                tail,
+            )
+            if len(self._fragments) < MESSAGE_CACHE:
+                self._fragments[key] = found
+        return found
+
+
+@dataclass(frozen=True)
+class _Fragments:
+    value: object
+    message: str
+    raises: bytes  # JSON object text up to the impact, for a positive impact
+    lowers: bytes  # the same for a negative impact
+    tail: bytes  # the message and the closing brace
+
+
+class Explanations:
+    """The top reasons of a batch, kept columnar: as dicts for Python callers, as JSON for the wire."""
+
+    def __init__(self, builder: ReasonBuilder, chosen: np.ndarray, impacts: np.ndarray, values: np.ndarray):
+        self.builder = builder
+        self.chosen = chosen  # (rows, top) feature indices, largest absolute impact first
+        self.impacts = impacts  # (rows, top) contributions to the log-odds, rounded to 4 places
+        self.values = values  # (rows, top) the chosen features' values, as scored
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def _rows(self) -> Iterator[list[tuple[_Fragments, float, int]]]:
+        fragments = self.builder.fragments
+        for features, impacts, values in zip(
+            self.chosen.tolist(), self.impacts.tolist(), self.values.tolist(), strict=True
+        ):
+            yield [
+                (fragments(feature, value), impact, feature)
+                for feature, impact, value in zip(features, impacts, values, strict=True)
+            ]
+
+    def dicts(self) -> list[list[dict]]:
+        names = self.builder.names
+        return [
+            [
+                {
+                    "code": ("raises_risk:" if impact > 0 else "lowers_risk:") + names[feature][0],
+                    "feature": names[feature][0],
+                    "group": names[feature][1],
+                    "value": piece.value,
+                    "impact": impact,
+                    "message": piece.message,
+                }
+                for piece, impact, feature in row
+            ]
+            for row in self._rows()
+        ]
+
+    def json_rows(self) -> list[bytes]:
+        """Each row's reasons as a JSON array (the same document `dicts` would encode to).
+
+        Built column-wise: one fragment lookup per distinct (feature, value), then element-wise
+        concatenation of byte strings, so ten thousand rows do not pay thirty thousand dict lookups."""
+        rows, top = self.chosen.shape
+        if rows == 0 or top == 0:
+            return [b"[]"] * rows
+        impacts = np.char.encode(self.impacts.astype(str)).astype(object)
+        pieces = np.empty((rows, top), dtype=object)
+        for feature in np.unique(self.chosen).tolist():
+            mask = self.chosen == feature
+            codes, uniques = pd.factorize(self.values[mask], use_na_sentinel=False)
+            fragments = [self.builder.fragments(feature, value) for value in uniques.tolist()]
+            heads = np.where(
+                self.impacts[mask] > 0,
+                np.array([f.raises for f in fragments], dtype=object)[codes],
+                np.array([f.lowers for f in fragments], dtype=object)[codes],
+            )
+            pieces[mask] = heads + impacts[mask] + np.array([f.tail for f in fragments], dtype=object)[codes]
+        joined = pieces[:, 0]
+        for slot in range(1, top):
+            joined = joined + b"," + pieces[:, slot]
+        return (b"[" + joined + b"]").tolist()

@@ -1,0 +1,395 @@
+"""The BentoML service: `bentoml serve service.app:ChurnService`, normally started by `churnguard serve`.
+
+BentoML imports this module in every process and needs the service class at import time, and the
+request models shown in the OpenAPI document are generated from the served model's feature schema.
+So importing this module resolves the model (`CHURNGUARD_MODEL_DIR` when `churnguard serve` already
+fetched it, else the configured model URI) and checks its contract; a model that cannot be served
+stops the import with the reason. Nothing else happens at import: each worker loads its predictor,
+opens the prediction log and starts polling in `ChurnService.__init__`.
+
+Endpoints: POST /predict, POST /predict_batch (JSON, or a Parquet/CSV upload), GET /model,
+POST /admin/reload, and BentoML's /livez, /readyz, /metrics, /docs.json. The HTTP layer only parses,
+calls the predictor and logs; it holds no feature logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio.to_thread
+import bentoml
+from _bentoml_sdk.io_models import IODescriptor  # the base BentoML gives input specs; see _ParsedInput
+from fastapi import FastAPI
+from pydantic import ConfigDict, Field, create_model
+from starlette.requests import Request
+from starlette.responses import Response
+
+from churnguard.artifact import ContractError, ModelArtifact
+from churnguard.predict import MAX_REPORTED_ERRORS, InputError, InputRules
+from churnguard.prediction_log import Exchange, PredictionLog
+from churnguard.scoring import load_scoring_config
+from churnguard.tracking import ResolvedModel, resolve_model
+from service.config import (
+    MODEL_DIR_ENV,
+    MODEL_VERSION_ENV,
+    ServiceConfig,
+    admin_keys,
+    api_keys,
+    load_service_config,
+)
+from service.payloads import (
+    CSV_TYPES,
+    JSON_TYPE,
+    PARQUET_TYPES,
+    BatchPrediction,
+    BatchRequest,
+    Prediction,
+    Rejected,
+    SingleRequest,
+    batch_body,
+    customer_model,
+    invalid_input,
+    json_response,
+    parquet_body,
+    query_flag,
+    single_body,
+)
+from service.reload import ALIAS_URI, ModelHolder, ServedModel, build_served
+from service.security import SecurityMiddleware
+
+log = logging.getLogger("service.app")
+
+INLINE_ROWS = 64  # batches up to this size are scored on the event loop; larger ones in a thread
+THREADED_BODY_BYTES = 256 * 1024  # JSON bodies above this are decoded in a thread
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+# ------------------------------------------------------------------------------------ the model at import
+
+
+def initial_model(config: ServiceConfig) -> ResolvedModel:
+    """The model this process starts with: the folder `churnguard serve` fetched, else the URI."""
+    uri = config.model_uri()
+    local = os.environ.get(MODEL_DIR_ENV)
+    if local:
+        match = ALIAS_URI.match(uri)
+        name = match["name"] if match else None
+        return ResolvedModel(uri, Path(local), name, os.environ.get(MODEL_VERSION_ENV, "local"))
+    return resolve_model(uri)
+
+
+CONFIG = load_service_config()
+INITIAL = initial_model(CONFIG)
+try:
+    _ARTIFACT = ModelArtifact.load(INITIAL.local_dir)
+except ContractError as exc:
+    raise SystemExit(
+        f"churnguard: refusing to serve {INITIAL.uri} (version {INITIAL.version}): {exc}"
+    ) from None
+CUSTOMER = customer_model(InputRules(_ARTIFACT.schema, CONFIG.limits.range_tolerance))
+TOP_REASONS = load_scoring_config().reasons.top
+del _ARTIFACT  # workers load their own predictor; the import only needed the schema
+
+
+@dataclass
+class _Parsed:
+    """What reaches an API method: the parsed request, or why it was refused, and the model to use."""
+
+    served: ServedModel | None
+    request_id: str
+    single: SingleRequest | None = None
+    batch: BatchRequest | None = None
+    rejected: Rejected | None = None
+
+
+class _State:
+    holder: ModelHolder | None = None
+    prediction_log: PredictionLog | None = None
+
+
+STATE = _State()
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+class _ParsedInput(IODescriptor):
+    """BentoML input spec whose parsing is ours: fast JSON, uploads, and 4xx answers that name the field
+    and row. The pydantic fields of the subclasses only document the request in the OpenAPI document."""
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> IODescriptor:
+        holder = STATE.holder
+        parsed = _Parsed(holder.current if holder else None, _request_id(request))
+        try:
+            if parsed.served is None:
+                raise Rejected(503, "the service is starting")
+            await cls.parse(request, parsed)
+        except Rejected as rejected:
+            parsed.rejected = rejected
+        return cls.model_construct(**{cls.payload_field: parsed})
+
+    payload_field: ClassVar[str] = "customer"
+
+    @classmethod
+    async def parse(cls, request: Request, parsed: _Parsed) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _SingleInput(_ParsedInput):
+    model_config = ConfigDict(extra="forbid")
+    payload_field: ClassVar[str] = "customer"
+
+    @classmethod
+    async def parse(cls, request: Request, parsed: _Parsed) -> None:
+        media = _media_type(request)
+        if media not in {JSON_TYPE, ""}:
+            raise Rejected(415, f"send application/json, not {media}")
+        parsed.single = parsed.served.codec.single(await request.body())  # type: ignore[union-attr]
+
+
+class _BatchInput(_ParsedInput):
+    model_config = ConfigDict(extra="forbid")
+    payload_field: ClassVar[str] = "customers"
+
+    @classmethod
+    async def parse(cls, request: Request, parsed: _Parsed) -> None:
+        codec = parsed.served.codec  # type: ignore[union-attr]
+        media = _media_type(request)
+        explain = query_flag(request.query_params.get("explain"))
+        parquet_out = PARQUET_TYPES & {
+            part.split(";")[0].strip() for part in request.headers.get("accept", "").split(",")
+        }
+        if media in {JSON_TYPE, ""}:
+            body = await request.body()
+            if len(body) > THREADED_BODY_BYTES:
+                parsed.batch = await anyio.to_thread.run_sync(codec.batch_json, body)
+            else:
+                parsed.batch = codec.batch_json(body)
+            parsed.batch.parquet_response = bool(parquet_out)
+        elif media in PARQUET_TYPES or media in CSV_TYPES:
+            kind = "parquet" if media in PARQUET_TYPES else "csv"
+            parsed.batch = await anyio.to_thread.run_sync(
+                codec.batch_upload, await request.body(), kind, explain, bool(parquet_out)
+            )
+        elif media == "multipart/form-data":
+            upload, kind = await _multipart_file(request)
+            parsed.batch = await anyio.to_thread.run_sync(
+                codec.batch_upload, upload, kind, explain, bool(parquet_out)
+            )
+        else:
+            raise Rejected(
+                415, f"send application/json, a Parquet or CSV body, or multipart/form-data; not {media}"
+            )
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _multipart_file(request: Request) -> tuple[bytes, str]:
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise invalid_input_field("file", "multipart upload needs a `file` part holding Parquet or CSV")
+    name = (upload.filename or "").lower()
+    media = (upload.content_type or "").split(";")[0].strip().lower()
+    if media in PARQUET_TYPES or name.endswith((".parquet", ".pq")):
+        kind = "parquet"
+    elif media in CSV_TYPES or name.endswith(".csv"):
+        kind = "csv"
+    else:
+        raise invalid_input_field("file", "name the file *.parquet or *.csv, or give its content type")
+    return await upload.read(), kind
+
+
+def invalid_input_field(name: str, message: str) -> Rejected:
+    from churnguard.predict import FieldError
+
+    return invalid_input([FieldError(name, message)])
+
+
+PredictRequest = create_model(
+    "PredictRequest",
+    __base__=_SingleInput,
+    customer=(CUSTOMER, Field(description="the customer's feature values, named as in the model's schema")),
+    explain=(bool, Field(True, description="false skips reasons and group scores (faster)")),
+)
+PredictBatchRequest = create_model(
+    "PredictBatchRequest",
+    __base__=_BatchInput,
+    customers=(
+        list[CUSTOMER],  # type: ignore[valid-type]
+        Field(
+            min_length=1,
+            max_length=CONFIG.limits.max_batch_rows,
+            description="results come back in this order",
+        ),
+    ),
+    explain=(bool, Field(True, description="false skips reasons and group scores (faster)")),
+)
+
+
+# ---------------------------------------------------------------------------------------------- service
+
+
+def _headers(parsed: _Parsed, version: str | None = None) -> dict[str, str]:
+    headers = {"x-request-id": parsed.request_id}
+    if version:
+        headers["x-model-version"] = version
+    return headers
+
+
+def _log_unavailable(exc: Exception) -> Response:
+    log.error("prediction log write failed, answering 503: %s", exc)
+    return json_response({"error": "the prediction log is unavailable; nothing was scored"}, 503)
+
+
+@bentoml.service(
+    name="churnguard",
+    workers=CONFIG.server.workers,
+    traffic={"timeout": CONFIG.server.timeout_seconds, "max_concurrency": CONFIG.server.max_concurrency},
+    logging={"access": {"enabled": CONFIG.server.access_log}},
+)
+class ChurnService:
+    """Customer-churn early warning: churn probability, health score, alert tier and reasons."""
+
+    def __init__(self) -> None:
+        served = build_served(CONFIG, INITIAL, TOP_REASONS)
+        self.holder = ModelHolder(CONFIG, served, TOP_REASONS)
+        settings = CONFIG.prediction_log
+        self.prediction_log = (
+            PredictionLog.open(settings.url, settings.batch_rows, settings.synchronous)
+            if settings.enabled
+            else None
+        )
+        STATE.holder, STATE.prediction_log = self.holder, self.prediction_log
+        self.holder.start_polling()
+        log.info(
+            "serving %s version %s (explanations: %s)",
+            served.uri,
+            served.version,
+            served.predictor.explain_method,
+        )
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.holder.stop()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+    def __is_ready__(self) -> bool:
+        return self.holder.current is not None
+
+    @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=Prediction)
+    async def predict(self, customer: _Parsed, explain: bool = True) -> Response:
+        """Score one customer: `{"customer": {...}, "explain": true}`."""
+        parsed = customer
+        if parsed.rejected is not None:
+            return parsed.rejected.response(_headers(parsed))
+        served, request = parsed.served, parsed.single
+        try:
+            batch = served.predictor.score_record(request.record, request.explain)
+        except InputError as exc:
+            return invalid_input(exc.errors, exc.total).response(_headers(parsed))
+        try:
+            if self.prediction_log is not None:
+                self.prediction_log.append(batch, parsed.request_id)
+        except (sqlite3.Error, OSError) as exc:
+            return _log_unavailable(exc)
+        return Response(
+            single_body(batch), media_type=JSON_TYPE, headers=_headers(parsed, batch.model_version)
+        )
+
+    @bentoml.api(route="/predict_batch", input_spec=PredictBatchRequest, output_spec=BatchPrediction)
+    async def predict_batch(self, customers: _Parsed, explain: bool = True) -> Response:
+        """Score many customers, results in input order: `{"customers": [...]}` as JSON, or a Parquet
+        (`application/vnd.apache.parquet`) or CSV (`text/csv`) body or multipart `file` upload with
+        `?explain=false` to skip reasons. `Accept: application/vnd.apache.parquet` returns Parquet."""
+        parsed = customers
+        if parsed.rejected is not None:
+            return parsed.rejected.response(_headers(parsed))
+        request = parsed.batch
+        rows = len(request.frame)
+        try:
+            if rows <= INLINE_ROWS:
+                body, version = self._score_batch(parsed)
+            else:
+                body, version = await anyio.to_thread.run_sync(self._score_batch, parsed)
+        except Rejected as rejected:
+            return rejected.response(_headers(parsed))
+        except (sqlite3.Error, OSError) as exc:
+            return _log_unavailable(exc)
+        media = "application/vnd.apache.parquet" if request.parquet_response else JSON_TYPE
+        return Response(body, media_type=media, headers=_headers(parsed, version))
+
+    def _score_batch(self, parsed: _Parsed) -> tuple[bytes, str]:
+        predictor, request = parsed.served.predictor, parsed.batch
+        try:
+            checked = predictor.rules.check_frame(request.frame)
+        except InputError as exc:  # missing or unknown columns
+            raise invalid_input(exc.errors, exc.total) from None
+        if checked.errors:
+            raise invalid_input(checked.errors[:MAX_REPORTED_ERRORS], len(checked.errors))
+        batch = predictor.score_checked(checked, request.explain)
+        body = parquet_body(batch) if request.parquet_response else batch_body(batch)
+        if self.prediction_log is not None:
+            answer = "parquet" if request.parquet_response else "json"
+            self.prediction_log.append(
+                batch, parsed.request_id, Exchange(request.source, request.body, answer, body)
+            )
+        return body, batch.model_version
+
+
+# ------------------------------------------------------------------------------ metadata and admin routes
+
+extras = FastAPI(title="churnguard", openapi_url=None, docs_url=None, redoc_url=None)
+
+
+@extras.get("/model", summary="The served model", response_model=dict[str, Any])
+def model_metadata() -> dict[str, Any]:
+    """Version, training date, dataset, metrics, tier thresholds, health mapping and feature schema."""
+    holder = STATE.holder
+    if holder is None:
+        return {}
+    served = holder.current
+    return {
+        **served.predictor.metadata(),
+        "model_uri": served.uri,
+        "loaded_at": served.loaded_at,
+        "reload": holder.status(),
+    }
+
+
+@extras.post(
+    "/admin/reload",
+    summary="Check the registry now and switch to the alias's version",
+    response_model=dict[str, Any],
+    responses={409: {"description": "the new version was refused; the old one keeps serving"}},
+)
+def reload_model() -> Response:
+    """Needs an admin API key. Reloads this worker; other workers follow on their next poll."""
+    holder = STATE.holder
+    if holder is None:
+        return json_response({"error": "the service is starting"}, 503)
+    outcome = holder.check(force=True)
+    return json_response(outcome.as_dict(), 409 if outcome.status == "refused" else 200)
+
+
+ChurnService.mount_asgi_app(extras, path="/")
+ChurnService.add_asgi_middleware(
+    SecurityMiddleware,
+    api_keys=api_keys(),
+    admin_keys=admin_keys(),
+    behind_proxy=CONFIG.server.behind_proxy,
+    max_body_bytes=CONFIG.limits.max_body_bytes,
+)

@@ -1,0 +1,364 @@
+"""HTTP payloads: request bodies in, JSON/Parquet bodies out, and the OpenAPI models that document them.
+
+Everything here is generated from the served model's feature schema. Parsing only checks the
+envelope and JSON types (fast, with msgspec); what a value may be is decided by
+`churnguard.predict.InputRules`, so a batch is checked the same way as a file scored offline.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.responses import Response
+
+from churnguard.predict import (
+    MAX_ID_LENGTH,
+    MAX_REPORTED_ERRORS,
+    FieldError,
+    InputRules,
+    ScoredBatch,
+    arrow_to_frame,
+    csv_options,
+)
+from churnguard.schema import ID_COLUMN, SIGNAL_GROUPS
+
+PARQUET_TYPES = {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}
+CSV_TYPES = {"text/csv", "application/csv"}
+JSON_TYPE = "application/json"
+
+_encoder = msgspec.json.Encoder()
+
+
+class Rejected(Exception):
+    """A request answered with a 4xx and a JSON body that says what is wrong."""
+
+    def __init__(
+        self, status: int, message: str, errors: list[FieldError] | None = None, total: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+        self.total = total or len(self.errors)
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.message}
+        if self.errors:
+            out["errors"] = [error.as_dict() for error in self.errors[:MAX_REPORTED_ERRORS]]
+            out["total_errors"] = self.total
+        return out
+
+    def response(self, headers: dict[str, str] | None = None) -> Response:
+        return json_response(self.body(), self.status, headers)
+
+
+def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(body), status_code=status, media_type=JSON_TYPE, headers=headers)
+
+
+def invalid_input(errors: list[FieldError], total: int | None = None) -> Rejected:
+    total = total if total is not None else len(errors)
+    first = errors[0]
+    where = f"row {first.row}, " if first.row is not None else ""
+    return Rejected(400, f"invalid input: {where}{first.field}: {first.message}", errors, total)
+
+
+# ------------------------------------------------------------------------------------------- requests
+
+
+@dataclass
+class SingleRequest:
+    record: dict[str, Any]
+    explain: bool
+
+
+@dataclass
+class BatchRequest:
+    frame: pd.DataFrame  # customer_id + features, as sent
+    explain: bool
+    body: bytes  # the payload as received, logged as it is for large batches
+    source: Literal["json", "parquet", "csv"] = "json"
+    parquet_response: bool = False
+
+
+@dataclass
+class RequestCodec:
+    """Parses request bodies for one model's schema (rebuilt when a new model is swapped in)."""
+
+    rules: InputRules
+    max_batch_rows: int
+    _batch_decoder: msgspec.json.Decoder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._batch_decoder = msgspec.json.Decoder(_batch_struct(self.rules))
+
+    # --------------------------------------------------------------------------------- single
+
+    def single(self, body: bytes) -> SingleRequest:
+        payload = _decode_json(body)
+        if not isinstance(payload, dict):
+            raise Rejected(400, 'the body must be a JSON object: {"customer": {...}, "explain": true}')
+        errors = [
+            FieldError(name, "unknown field") for name in sorted(set(payload) - {"customer", "explain"})
+        ]
+        customer = payload.get("customer")
+        if not isinstance(customer, dict):
+            errors.append(
+                FieldError("customer", "missing field" if customer is None else "must be an object")
+            )
+        explain = payload.get("explain", True)
+        if not isinstance(explain, bool):
+            errors.append(FieldError("explain", "expected true or false"))
+        if errors:
+            raise invalid_input(errors)
+        return SingleRequest(customer, explain)
+
+    # ---------------------------------------------------------------------------------- batch
+
+    def batch_json(self, body: bytes) -> BatchRequest:
+        try:
+            envelope = self._batch_decoder.decode(body)
+        except msgspec.ValidationError:
+            return self._batch_json_slow(body)  # names every bad field, in every row
+        except msgspec.DecodeError as exc:
+            raise Rejected(400, f"malformed JSON: {exc}") from None
+        customers = envelope.customers
+        self._check_count(len(customers))
+        columns = list(zip(*(msgspec.structs.astuple(customer) for customer in customers), strict=True))
+        names = [ID_COLUMN, *self.rules.names]
+        data: dict[str, object] = {}
+        for name, spec_numeric, values in zip(names, self._numeric_flags, columns, strict=True):
+            data[name] = np.array(values, dtype=float) if spec_numeric else np.array(values, dtype=object)
+        return BatchRequest(pd.DataFrame(data, columns=names), envelope.explain, body)
+
+    @property
+    def _numeric_flags(self) -> list[bool]:
+        return [False, *[not spec.categorical for spec in self.rules.specs]]
+
+    def _batch_json_slow(self, body: bytes) -> BatchRequest:
+        payload = _decode_json(body)
+        if not isinstance(payload, dict):
+            raise Rejected(400, 'the body must be a JSON object: {"customers": [...], "explain": true}')
+        errors = [
+            FieldError(name, "unknown field") for name in sorted(set(payload) - {"customers", "explain"})
+        ]
+        customers = payload.get("customers")
+        if not isinstance(customers, list):
+            errors.append(FieldError("customers", "missing field" if customers is None else "must be a list"))
+        explain = payload.get("explain", True)
+        if not isinstance(explain, bool):
+            errors.append(FieldError("explain", "expected true or false"))
+        if errors:
+            raise invalid_input(errors)
+        self._check_count(len(customers))
+        for row, customer in enumerate(customers):
+            if not isinstance(customer, dict):
+                errors.append(FieldError("customers", "must be an object of feature values", row))
+                continue
+            errors.extend(self.rules.check_record(customer, row)[3])
+        if errors:
+            raise invalid_input(errors[:MAX_REPORTED_ERRORS], len(errors))
+        # msgspec refused something the rules accept (should not happen): go on with the plain records.
+        return BatchRequest(pd.DataFrame.from_records(customers), explain, body)
+
+    def batch_upload(
+        self, body: bytes, kind: Literal["parquet", "csv"], explain: bool, parquet_response: bool
+    ) -> BatchRequest:
+        if not body:
+            raise Rejected(400, f"the {kind} upload is empty")
+        if kind == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            try:
+                frame = arrow_to_frame(
+                    pq.read_table(pa.BufferReader(body)), self.rules.schema.categorical_names
+                )
+            except (pa.ArrowException, OSError) as exc:
+                raise Rejected(400, f"not a readable Parquet file: {exc}") from None
+        else:
+            try:
+                frame = pd.read_csv(io.BytesIO(body), **csv_options(self.rules.schema.categorical_names))
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+                raise Rejected(400, f"not a readable CSV file: {exc}") from None
+        self._check_count(len(frame))
+        return BatchRequest(frame, explain, body, kind, parquet_response)
+
+    def _check_count(self, rows: int) -> None:
+        if rows == 0:
+            raise invalid_input([FieldError("customers", "must hold at least one customer")])
+        if rows > self.max_batch_rows:
+            raise Rejected(
+                413,
+                f"the batch holds {rows:,} customers; the limit is {self.max_batch_rows:,} per request "
+                "(limits.max_batch_rows): split it, or score files offline with `churnguard score`",
+            )
+
+
+def _decode_json(body: bytes) -> Any:
+    if not body:
+        raise Rejected(400, "the request body is empty")
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Rejected(400, f"malformed JSON: {exc}") from None
+
+
+def query_flag(value: str | None, default: bool = True) -> bool:
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise invalid_input([FieldError("explain", f"query parameter must be true or false, got {value!r}")])
+
+
+def _batch_struct(rules: InputRules) -> type[msgspec.Struct]:
+    """msgspec types for the JSON batch: types and required/unknown fields are checked in C."""
+    fields: list[tuple[str, object]] = [("f_id", str | int)]
+    rename = {"f_id": ID_COLUMN}
+    for position, spec in enumerate(rules.specs):
+        kind: object = float if not spec.categorical else str | int
+        if spec.nullable:
+            kind = kind | None  # type: ignore[operator]
+        fields.append((f"f{position}", kind))
+        rename[f"f{position}"] = spec.name
+    customer = msgspec.defstruct("Customer", fields, rename=rename, forbid_unknown_fields=True)
+    return msgspec.defstruct(
+        "BatchEnvelope", [("customers", list[customer]), ("explain", bool, True)], forbid_unknown_fields=True
+    )
+
+
+# ------------------------------------------------------------------------------------------ responses
+
+
+def _results(batch: ScoredBatch) -> list[dict]:
+    """Result dicts with reasons and group scores as ready-made JSON (no dict per reason)."""
+    if batch.explanations is None or batch.group_scores is None:
+        return batch.results()
+    template = (
+        "{" + ",".join(f'"{name}":%d' for name in batch.group_names) + "}"
+    )  # group names are plain words
+    reasons = [msgspec.Raw(row) for row in batch.explanations.json_rows()]
+    groups = [msgspec.Raw((template % tuple(row)).encode()) for row in batch.group_scores.tolist()]
+    return batch.results(reasons, groups)
+
+
+def batch_body(batch: ScoredBatch) -> bytes:
+    return _encoder.encode(
+        {"model_version": batch.model_version, "count": len(batch), "results": _results(batch)}
+    )
+
+
+def single_body(batch: ScoredBatch) -> bytes:
+    return _encoder.encode(_results(batch)[0])
+
+
+def parquet_body(batch: ScoredBatch) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(batch.to_frame(), preserve_index=False), sink)
+    return sink.getvalue()
+
+
+# ------------------------------------------------------------------------------------- OpenAPI models
+
+
+def customer_model(rules: InputRules) -> type[BaseModel]:
+    """The request model of one customer, with every feature's type, range and meaning."""
+    fields: dict[str, Any] = {
+        "customer_id": (
+            str,
+            Field(min_length=1, max_length=MAX_ID_LENGTH, description="the CRM's id; returned as given"),
+        )
+    }
+    for position, spec in enumerate(rules.specs):
+        what = spec.kind if spec.kind != "static" else "attribute"
+        if spec.event_type:
+            what += f" of {spec.label or spec.event_type}"
+            if spec.window_days:
+                what += f" over {spec.window_days} days"
+        nullable = " May be null." if spec.nullable else " Must not be null."
+        if spec.categorical:
+            kind: Any = str | int
+            known = ", ".join((spec.categories or [])[:30])
+            description = (
+                f"{spec.group} signal, categorical {what}. Known categories: {known or 'not recorded'}; "
+                f"an unseen category is scored and flagged.{nullable}"
+            )
+            constraints: dict[str, Any] = {}
+            example: Any = (spec.categories or ["text"])[0]
+        else:
+            kind = float
+            accepted = rules.ranges.get(spec.name)
+            constraints = {"ge": accepted.low, "le": accepted.high} if accepted else {}
+            description = f"{spec.group} signal, numeric {what}."
+            if accepted:
+                description += (
+                    f" Training range [{accepted.train_min:g}, {accepted.train_max:g}]; accepted "
+                    f"[{accepted.low:g}, {accepted.high:g}] (outside the training range is flagged)."
+                )
+            description += nullable
+            example = accepted.train_min if accepted else 0.0
+        if spec.nullable:
+            kind = kind | None
+        fields[f"f{position}"] = (
+            kind,
+            Field(
+                alias=spec.name,
+                description=description,
+                examples=[example],
+                json_schema_extra={"x-signal-group": spec.group},
+                **constraints,
+            ),
+        )
+    return create_model("Customer", __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
+
+
+class Reason(BaseModel):
+    code: str = Field(description="raises_risk:<feature> or lowers_risk:<feature>")
+    feature: str
+    group: str = Field(description=f"signal group, one of {', '.join(SIGNAL_GROUPS)}")
+    value: str | float | int | None = Field(description="the value as scored; null when missing")
+    impact: float = Field(description="SHAP contribution to the log-odds of churn; > 0 raises the risk")
+    message: str = Field(
+        description="short human phrasing, e.g. 'orders down 60% against the previous 90 days'"
+    )
+
+
+class Flag(BaseModel):
+    code: Literal["unknown_category", "outside_training_range"]
+    field: str
+
+
+class Prediction(BaseModel):
+    customer_id: str
+    churn_probability: float = Field(
+        ge=0, le=1, description="calibrated probability of churn within the horizon"
+    )
+    health_score: int = Field(ge=0, le=100, description="0-100, higher is healthier (see GET /model)")
+    alert_tier: Literal["high", "medium", "low"]
+    reasons: list[Reason] | None = Field(
+        description="top drivers by absolute impact; null when explain=false"
+    )
+    group_scores: dict[str, int] | None = Field(
+        description="0-100 health each signal group alone would give (other groups at their average effect)"
+    )
+    flags: list[Flag]
+    model_version: str
+
+
+class BatchPrediction(BaseModel):
+    model_version: str
+    count: int
+    results: list[Prediction] = Field(description="one result per customer, in input order")
