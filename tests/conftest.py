@@ -19,7 +19,7 @@ LAB_FAST_SEARCH = {
     "CHURNGUARD_TRAINING__SEARCH__EARLY_STOPPING_ROUNDS": "20",
     "CHURNGUARD_TRAINING__SEARCH__PRUNING__STARTUP_TRIALS": "1",
     "CHURNGUARD_TRAINING__SEARCH__PRUNING__WARMUP_ITERATIONS": "20",
-    "CHURNGUARD_TRAINING__FINAL__FOLDS": "3",
+    "CHURNGUARD_TRAINING__SEARCH__FOLDS": "3",
     "CHURNGUARD_TRAINING__EVALUATION__SHAP_ROWS": "200",
     "CHURNGUARD_TRAINING__EVALUATION__REFERENCE_ROWS": "500",
 }
@@ -50,6 +50,9 @@ def lab_environment(patch: pytest.MonkeyPatch, state: Path, template: Path) -> d
     }
     for name, value in environment.items():
         patch.setenv(name, value)
+    from churnguard.tracking import configure_mlflow
+
+    configure_mlflow()  # an earlier test may have pointed this process's MLflow at its own store
     return environment
 
 

@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from churnguard.settings import PROJECT_ROOT
+from churnguard.tracking import configure_mlflow
 from training.studies import WORKER_ATTR, open_storage
 
 pytestmark = pytest.mark.slow
@@ -63,6 +64,7 @@ def test_two_workers_share_one_study_and_register_once(lab_store: dict[str, str]
     assert len({r["parent_run_id"] for r in results}) == 1  # one parent run per study
 
     parent_run_id = results[0]["parent_run_id"]
+    configure_mlflow()  # an earlier test in this process may have pointed MLflow at its own store
     versions = MlflowClient().search_model_versions("name = 'churn-telco'")
     assert [str(v.version) for v in versions] == ["1"]
     assert versions[0].tags["study"] == "shared" and versions[0].tags["run_id"] == parent_run_id

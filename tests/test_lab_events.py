@@ -1,11 +1,12 @@
-"""The lab on events data: a small simulated CRM, an out-of-time study, alert lead times, and the
-promotion gate scoring the held-out customers at the latest labelled dates."""
+"""The lab on events data: a small simulated CRM, an out-of-time study (never cross-validated), alert
+lead times, and the promotion gate scoring the held-out customers at the latest labelled dates."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from churnguard.artifact import ModelArtifact
 from churnguard.simulate import SimulationConfig, simulate, write
@@ -31,7 +32,9 @@ def test_events_study_is_out_of_time_with_lead_times_and_promotes(lab_store: dic
     assert 0 < metrics["test_alert_coverage"] <= 1
     assert 0 < metrics["test_lead_time_median_days"] <= 120  # two test dates, a 90-day horizon
 
+    assert MlflowClient().get_run(result.parent_run_id).data.params["objective"] == "holdout"
     artifact = ModelArtifact.load(resolve_model("models:/churn-crm@challenger").local_dir)
+    assert artifact.contract.params["final_model"] in ("fold_average", "refit")  # refit if CTRs are used
     window = artifact.contract.training_window
     assert window["split"] == "out_of_time" and artifact.contract.horizon_days == 90
     assert window["train_end"] < window["validation_start"] <= window["validation_end"] < window["test_start"]

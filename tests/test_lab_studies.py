@@ -73,5 +73,5 @@ def test_training_config_validates_and_names_wrong_keys() -> None:
         )
     with pytest.raises(ConfigError, match="is below `low`"):
         load_named(
-            TrainingConfig, "training", environ={"CHURNGUARD_TRAINING__SEARCH__SPACE__DEPTH__HIGH": "2"}
+            TrainingConfig, "training", environ={"CHURNGUARD_TRAINING__SEARCH__SPACE__DEPTH__HIGH": "1"}
         )

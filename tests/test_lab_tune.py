@@ -1,5 +1,6 @@
-"""`run_tune` end to end on Telco with a small real study: trials tracked as nested MLflow runs, a
-registered challenger whose artifact loads and validates, and the same metrics for the same seed."""
+"""`run_tune` end to end on Telco with a small real study: cross-validated trials tracked as nested
+MLflow runs, a registered challenger (the average of the fold models) whose artifact loads, validates
+and explains, and the same metrics for the same seed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from catboost import Pool
 from mlflow import MlflowClient
 
 from churnguard.artifact import ModelArtifact, ModelContract
@@ -49,8 +51,16 @@ def test_tune_tracks_every_trial_as_a_nested_run(tuned: TuneResult) -> None:
     assert (trials["metrics.fit_seconds"] > 0).all()
     completed = trials[trials["metrics.pruned"] == 0]
     assert completed["metrics.validation_auc"].max() == pytest.approx(tuned.best_value)
+    # Cross-validated (conftest: 3 folds): a completed trial scores the mean of its folds; a pruned one
+    # stopped after a fold before the last.
+    folds = [f"metrics.validation_auc_fold{k}" for k in (1, 2, 3)]
+    assert (completed["metrics.folds_fitted"] == 3).all()
+    np.testing.assert_allclose(completed[folds].mean(axis=1), completed["metrics.validation_auc"], rtol=1e-9)
+    pruned = trials[trials["metrics.pruned"] == 1]
+    assert pruned["metrics.folds_fitted"].between(1, 2).all()
 
     assert parent.data.params["best_depth"] == str(tuned.best_params["depth"])
+    assert parent.data.params["objective"] == "cross_validation" and parent.data.params["folds"] == "3"
     assert parent.data.tags["dataset_hash"] == config_hash(load_dataset_config("telco"))
     assert len(parent.data.tags["git_commit"]) in (7, 40) or parent.data.tags["git_commit"] == "unknown"
     assert parent.data.tags["version.catboost"].startswith("1.")
@@ -85,6 +95,10 @@ def test_tune_registers_a_challenger_whose_artifact_loads_and_validates(tuned: T
     assert metrics["test_lift_top_decile"] > 2.0
     assert {"test_precision_high", "test_recall_high", "test_precision_medium", "test_pr_auc"} <= set(metrics)
     assert contract.params["iterations"] >= 1 and contract.params["random_seed"] == 11
+    # One native CatBoost model: the average of the 3 fold models, so 3 x iterations trees.
+    assert contract.params["final_model"] == "fold_average" and contract.params["folds"] == 3
+    assert artifact.model.tree_count_ == 3 * contract.params["iterations"]
+    assert 0.8 < metrics["test_roc_auc_out_of_fold"] < 0.9
 
     reference = artifact.reference
     assert 0 < len(reference) <= 500
@@ -99,6 +113,12 @@ def test_tune_registers_a_challenger_whose_artifact_loads_and_validates(tuned: T
     pyfunc = mlflow.pyfunc.load_model("models:/churn-telco/1")
     sample = artifact.schema.coerce(reference.head(20))
     np.testing.assert_allclose(pyfunc.predict(sample), artifact.probability(sample), rtol=1e-9)
+
+    # SHAP on the averaged model: contributions add up to its raw score, as the reasons assume.
+    pool = Pool(sample, cat_features=artifact.schema.categorical_names)
+    shap = artifact.model.get_feature_importance(data=pool, type="ShapValues")
+    raw = artifact.model.predict(pool, prediction_type="RawFormulaVal")
+    np.testing.assert_allclose(shap.sum(axis=1), raw, atol=1e-8)
 
 
 def test_same_seed_and_data_give_the_same_metrics(tuned: TuneResult) -> None:

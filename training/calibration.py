@@ -1,6 +1,6 @@
 """Probability calibration, fitted on out-of-fold predictions (never on the rows a model trained on,
-never on test): the final model refits on train+validation, so held-out predictions for calibration
-come from K fold models with the same parameters and iteration count.
+never on test): K fold models over train+validation, with the final parameters and iteration count,
+each predict the fold they did not see. The final model is their average (or a refit like them).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from churnguard.artifact import Calibration
+from training.splits import fold_indices
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +56,6 @@ def fit_calibration(raw: np.ndarray, label: np.ndarray, method: str) -> Calibrat
     if method == "isotonic":
         return fit_isotonic(raw, label)
     raise ValueError(f"unknown calibration method {method!r} (platt or isotonic)")
-
-
-def fold_indices(
-    label: np.ndarray, groups: np.ndarray | None, folds: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds; with `groups` (customer ids of events rows) a customer stays in one fold."""
-    positions = np.arange(len(label))
-    if groups is None:
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        return list(splitter.split(positions, label))
-    grouped = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(grouped.split(positions, label, groups))
 
 
 def out_of_fold(

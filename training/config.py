@@ -46,10 +46,10 @@ class Choices(StrictModel):
 class SearchSpace(StrictModel):
     """CatBoost parameters the search tunes; `iterations` is the ceiling early stopping works under."""
 
-    depth: IntRange = IntRange(low=3, high=8)
-    learning_rate: FloatRange = FloatRange(low=0.01, high=0.3, log=True)
-    l2_leaf_reg: FloatRange = FloatRange(low=1.0, high=30.0, log=True)
-    iterations: IntRange = IntRange(low=300, high=1500)
+    depth: IntRange = IntRange(low=2, high=6)
+    learning_rate: FloatRange = FloatRange(low=0.02, high=0.15, log=True)
+    l2_leaf_reg: FloatRange = FloatRange(low=1.0, high=100.0, log=True)
+    iterations: IntRange = IntRange(low=2000, high=2000)
     border_count: Choices = Choices(choices=[32, 64, 128, 254])
     random_strength: FloatRange = FloatRange(low=0.0, high=5.0)
     bagging_temperature: FloatRange = FloatRange(low=0.0, high=3.0)
@@ -66,25 +66,42 @@ class SearchSpace(StrictModel):
 
 
 class PruningConfig(StrictModel):
+    """Cross-validated trials report their running mean after each fold and may stop after any fold but
+    the last; holdout trials report every `report_every` iterations after `warmup_iterations`."""
+
     enabled: bool = True
     startup_trials: int = Field(3, ge=0, description="trials that always run to the end")
-    warmup_iterations: int = Field(50, ge=0, description="iterations before a trial may be pruned")
-    report_every: int = Field(10, ge=1, description="report the validation metric every N iterations")
+    warmup_iterations: int = Field(50, ge=0, description="holdout: iterations before a trial may be pruned")
+    report_every: int = Field(10, ge=1, description="holdout: report every N iterations")
 
 
 class SearchConfig(StrictModel):
     trials: int = Field(20, ge=1, description="trial budget of a study (shared by all its workers)")
     metric: Literal["AUC", "PRAUC", "Logloss"] = "AUC"
+    # cross_validation: the mean of the metric over `folds` stratified folds of train+validation (snapshot
+    # data). Events data always validate out of time (holdout): folds over customers would let later
+    # observation dates teach earlier ones.
+    objective: Literal["cross_validation", "holdout"] = "cross_validation"
+    folds: int = Field(
+        5, ge=2, le=10, description="K-fold over train+validation: CV objective and final fold models"
+    )
     seed: int = 7
     startup_trials: int = Field(5, ge=1, description="random trials before TPE models the history")
     early_stopping_rounds: int = Field(50, ge=1)
     thread_count: int = Field(2, ge=1, description="CatBoost threads; the lab machine has two cores")
+    one_hot_max_size: int = Field(
+        10, ge=1, le=255, description="one-hot categoricals with at most this many values; CTRs beyond"
+    )
     pruning: PruningConfig = PruningConfig()
     space: SearchSpace = SearchSpace()
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
         return "minimize" if self.metric == "Logloss" else "maximize"
+
+    def cross_validated(self, kind: Literal["snapshot", "events"]) -> bool:
+        """Whether trials on this kind of data score K folds (snapshot) or the out-of-time holdout."""
+        return self.objective == "cross_validation" and kind == "snapshot"
 
 
 class SnapshotSplit(StrictModel):
@@ -122,12 +139,15 @@ class SplitConfig(StrictModel):
 
 
 class FinalConfig(StrictModel):
+    # fold_average: the K fold models (fixed iteration count) averaged into one CatBoost model; their
+    # out-of-fold predictions calibrate exactly the models the average is made of. refit: one model on
+    # all train+validation rows, calibrated on the fold models' out-of-fold predictions.
+    model: Literal["fold_average", "refit"] = "fold_average"
     # Platt: CatBoost's logloss is close to calibrated except for the shift class weighting adds to the
     # logit, which two parameters fix with little variance; isotonic would add ties that cost ROC-AUC.
     calibration: Literal["platt", "isotonic"] = "platt"
-    folds: int = Field(5, ge=2, le=10, description="folds for out-of-fold calibration predictions")
     iteration_scale: float = Field(
-        1.0, gt=0, le=3, description="refit iterations = best trial's early-stopped count x this"
+        1.0, gt=0, le=3, description="final iterations = best trial's early-stopped count x this"
     )
     wait_for_workers_seconds: float = Field(
         600.0, ge=0, description="how long the finishing worker waits for other workers' running trials"

@@ -1,15 +1,18 @@
-"""CatBoost fitting: hyper-parameters from the search space, native categorical features, pruning."""
+"""CatBoost fitting: hyper-parameters from the search space, native categorical features, pruning,
+and the average of fold models as one native CatBoost model."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from catboost import CatBoostClassifier, Pool
+from catboost import CatBoostClassifier, CatBoostError, Pool, sum_models
 
 from churnguard.schema import FeatureSchema
 from training.config import Choices, FloatRange, IntRange, SearchConfig, SearchSpace
@@ -39,6 +42,9 @@ def catboost_params(params: Params, search: SearchConfig, seed: int) -> Params:
         "random_seed": seed,
         "thread_count": search.thread_count,
         "bootstrap_type": "Bayesian",  # bagging_temperature only acts on the Bayesian bootstrap
+        # One-hot splits instead of CTR statistics for low-cardinality categoricals: on Telco as good or
+        # better in cross-validation, several times faster, and fold models average exactly (average_models).
+        "one_hot_max_size": search.one_hot_max_size,
         "allow_writing_files": False,  # no catboost_info/ folders in the working directory
         "verbose": 0,
     }
@@ -122,3 +128,35 @@ def fit_fixed(
     model = CatBoostClassifier(**settings)
     model.fit(data)
     return model
+
+
+class CannotAverage(ValueError):
+    """The fold models cannot be averaged into one exact model (they use categorical statistics)."""
+
+
+def average_models(models: list[CatBoostClassifier], check: Pool) -> CatBoostClassifier:
+    """One CatBoost model whose raw score (log-odds) is the mean of the models' raw scores.
+
+    `sum_models` with weights 1/K. Exact for trees on numbers and one-hot categoricals; fold models with
+    CTR statistics (categoricals above `one_hot_max_size`) each hold their own CTR tables, which CatBoost
+    can only merge approximately, so those raise CannotAverage. Checked on `check` rows before returning.
+    """
+    weights = [1.0 / len(models)] * len(models)
+    try:
+        summed = sum_models(models, weights=weights, ctr_merge_policy="FailIfCtrIntersects")
+        # sum_models returns a plain CatBoost; the artifact contract scores with CatBoostClassifier.
+        with tempfile.TemporaryDirectory(prefix="churnguard-average-") as folder:
+            path = Path(folder) / "average.cbm"
+            summed.save_model(str(path), format="cbm")
+            average = CatBoostClassifier()
+            average.load_model(str(path), format="cbm")
+    except CatBoostError as error:
+        raise CannotAverage(f"CatBoost cannot average the fold models exactly ({error})") from None
+    expected = np.mean([m.predict(check, prediction_type="RawFormulaVal") for m in models], axis=0)
+    actual = average.predict(check, prediction_type="RawFormulaVal")
+    if not np.allclose(actual, expected, rtol=0, atol=1e-8):
+        raise CannotAverage(
+            f"the averaged model differs from the mean of its {len(models)} fold models by up to "
+            f"{np.max(np.abs(actual - expected)):.2e} in log-odds"
+        )
+    return average

@@ -11,6 +11,10 @@ same split on the same data whatever the row order, and a customer keeps their s
   early stopping and the search reward generalising to new customers, not remembering known ones (a
   churner is positive on several consecutive dates, which a customer-overlapping validation rewards).
 
+K-fold cross-validation (`fold_indices`) only ever splits the non-test rows: the search's objective
+on snapshot data and the final model's fold models both use it, with the same seed, so they see the
+same folds.
+
 Only the final model's single evaluation reads the test rows.
 """
 
@@ -21,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from churnguard.feature_table import FeatureTable
 from churnguard.schema import ID_COLUMN, LABEL_COLUMN, OBSERVATION_COLUMN
@@ -145,3 +150,15 @@ def latest_rows_of(frame: pd.DataFrame, keys: pd.DataFrame, dates: int) -> np.nd
         return frame[ID_COLUMN].isin(keys[ID_COLUMN]).to_numpy()
     latest = np.sort(frame[OBSERVATION_COLUMN].unique())[-dates:]
     return (frame[ID_COLUMN].isin(keys[ID_COLUMN]) & frame[OBSERVATION_COLUMN].isin(latest)).to_numpy()
+
+
+def fold_indices(
+    label: np.ndarray, groups: np.ndarray | None, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified K-fold positions; with `groups` (events rows' customer ids) a customer stays in one fold."""
+    positions = np.arange(len(label))
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return list(splitter.split(positions, label))
+    grouped = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(grouped.split(positions, label, groups))

@@ -1,5 +1,16 @@
-"""The trials of a study: an ask/tell loop over the search space, each trial a CatBoost fit with early
-stopping and pruning on the validation rows, tracked as a nested MLflow run under the study's run."""
+"""The trials of a study: an ask/tell loop over the search space, tracked as nested MLflow runs under
+the study's run. Each trial fits CatBoost with early stopping on its validation rows:
+
+- cross-validated (snapshot data): K stratified folds of train+validation, the same folds for every
+  trial; the objective is the mean of the folds' early-stopped scores. After each fold the running mean
+  is reported, so the median pruner compares trials on the same rows and stops a poor one early.
+- holdout (events data, or `search.objective: holdout`): train rows, early-stopped on the validation
+  rows, reported every `report_every` iterations for pruning.
+
+On ~5,600 Telco rows one validation split's AUC varies with the draw alone (sd ~0.006: 0.836-0.857 over
+ten folds for one configuration), more than configurations differ; the mean of five folds varies less,
+so the search chases less noise.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from catboost import CatBoostError, Pool
 from mlflow import MlflowClient
@@ -20,19 +32,19 @@ from training import runs, studies
 from training.config import SearchConfig
 from training.data import LabData
 from training.fit import PruningCallback, fit_with_early_stopping, pool, suggest_params
-from training.splits import Split
+from training.splits import Split, fold_indices
 
 log = logging.getLogger(__name__)
 
-BEST_ITERATIONS_ATTR = "best_iterations"  # trial user attr: early-stopped iteration count
+BEST_ITERATIONS_ATTR = "best_iterations"  # trial user attr: early-stopped iteration count (fold mean)
 
 
-def pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
+def pruner(search: SearchConfig, cross_validated: bool = False) -> optuna.pruners.BasePruner:
     if not search.pruning.enabled:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=search.pruning.startup_trials, n_warmup_steps=search.pruning.warmup_iterations
-    )
+    # Cross-validated trials report once per fold (steps 0..K-1); holdout trials once per N iterations.
+    warmup = 0 if cross_validated else search.pruning.warmup_iterations
+    return optuna.pruners.MedianPruner(n_startup_trials=search.pruning.startup_trials, n_warmup_steps=warmup)
 
 
 def sampler(search: SearchConfig, seed: int) -> optuna.samplers.TPESampler:
@@ -47,6 +59,29 @@ def sampler(search: SearchConfig, seed: int) -> optuna.samplers.TPESampler:
         )
 
 
+def validation_folds(data: LabData, split: Split, search: SearchConfig, seed: int) -> list[tuple[Pool, Pool]]:
+    """(train, validation) pools a trial fits on: K folds of train+validation, or the one holdout."""
+    frame, schema = data.table.frame, data.table.schema
+    label = frame[LABEL_COLUMN].to_numpy()
+    if not search.cross_validated(split.kind):
+        return [
+            (
+                pool(frame[split.train], schema, label[split.train]),
+                pool(frame[split.validation], schema, label[split.validation]),
+            )
+        ]
+    rows = frame[split.final]
+    features, rows_label = schema.coerce(rows), label[split.final]
+    categorical = schema.categorical_names
+    return [
+        (
+            Pool(features.iloc[fit_rows], rows_label[fit_rows], cat_features=categorical),
+            Pool(features.iloc[held_out], rows_label[held_out], cat_features=categorical),
+        )
+        for fit_rows, held_out in fold_indices(rows_label, None, search.folds, seed)
+    ]
+
+
 @dataclass
 class TrialRunner:
     """Runs this worker's share of the study as an ask/tell loop; each trial is a nested MLflow run."""
@@ -58,19 +93,18 @@ class TrialRunner:
     client: MlflowClient
     experiment: str
     parent_run_id: str
-    train_pool: Pool
-    validation_pool: Pool
+    folds: list[tuple[Pool, Pool]]  # (train, validation): K folds, or one holdout pair
+
+    @property
+    def cross_validated(self) -> bool:
+        return len(self.folds) > 1
 
     @classmethod
-    def for_split(cls, study: optuna.Study, data: LabData, split: Split, **kwargs: Any) -> TrialRunner:
-        frame, schema = data.table.frame, data.table.schema
-        label = frame[LABEL_COLUMN].to_numpy()
-        return cls(
-            study=study,
-            train_pool=pool(frame[split.train], schema, label[split.train]),
-            validation_pool=pool(frame[split.validation], schema, label[split.validation]),
-            **kwargs,
-        )
+    def for_split(
+        cls, study: optuna.Study, data: LabData, split: Split, search: SearchConfig, seed: int, **kwargs: Any
+    ) -> TrialRunner:
+        folds = validation_folds(data, split, search, seed)
+        return cls(study=study, search=search, seed=seed, folds=folds, **kwargs)
 
     def run(self, budget: int | None, timeout: float | None) -> int:
         """Trials until the study's budget (all workers) is used or the timeout passes; returns how many."""
@@ -114,26 +148,31 @@ class TrialRunner:
             self.client, self.experiment, self.parent_run_id, self.study.study_name, trial.number
         )
         params = suggest_params(trial, search.space)
-        callback = (
-            PruningCallback(trial, search.metric, search.pruning.report_every)
-            if search.pruning.enabled
-            else None
-        )
         state, value, seconds, iterations = TrialState.FAIL, None, 0.0, 0
+        fold_scores: list[float] = []
         try:
-            fit = fit_with_early_stopping(
-                params,
-                search,
-                self.seed,
-                self.train_pool,
-                self.validation_pool,
-                [callback] if callback else None,
-            )
-            seconds, iterations = fit.seconds, fit.best_iteration + 1
+            fold_iterations: list[int] = []
+            for number, (train, validation) in enumerate(self.folds):
+                callback = (
+                    PruningCallback(trial, search.metric, search.pruning.report_every)
+                    if search.pruning.enabled and not self.cross_validated
+                    else None
+                )
+                fit = fit_with_early_stopping(
+                    params, search, self.seed, train, validation, [callback] if callback else None
+                )
+                seconds += fit.seconds
+                fold_scores.append(fit.validation_score)
+                fold_iterations.append(fit.best_iteration + 1)
+                if callback:
+                    callback.check_pruned()
+                elif search.pruning.enabled and number < len(self.folds) - 1:
+                    trial.report(float(np.mean(fold_scores)), step=number)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after fold {number + 1} of {len(self.folds)}")
+            iterations = round(float(np.mean(fold_iterations)))
             trial.set_user_attr(BEST_ITERATIONS_ATTR, iterations)
-            if callback:
-                callback.check_pruned()
-            state, value = TrialState.COMPLETE, fit.validation_score
+            state, value = TrialState.COMPLETE, float(np.mean(fold_scores))
         except optuna.TrialPruned as pruned:
             state = TrialState.PRUNED
             log.info("trial %d pruned: %s", trial.number, pruned)
@@ -153,13 +192,18 @@ class TrialRunner:
             "fit_seconds": seconds,
             "best_iterations": iterations,
             "pruned": float(state == TrialState.PRUNED),
+            "folds_fitted": float(len(fold_scores)),
         }
         if value is not None:
             metrics[f"validation_{search.metric.lower()}"] = value
+        if self.cross_validated:
+            for number, score in enumerate(fold_scores, start=1):
+                metrics[f"validation_{search.metric.lower()}_fold{number}"] = score
         runs.finish_trial_run(self.client, run_id, params, metrics, state.name)
         shown = "n/a" if value is None else f"{value:.4f}"
+        where = f"mean of {len(fold_scores)} folds" if self.cross_validated else "holdout"
         log.info(
-            "trial %d %s: validation %s %s, %d iterations, %.1f s",
-            *(trial.number, state.name.lower(), search.metric, shown, iterations, seconds),
+            "trial %d %s: validation %s %s (%s), %d iterations, %.1f s",
+            *(trial.number, state.name.lower(), search.metric, shown, where, iterations, seconds),
         )
         return state

@@ -1,6 +1,10 @@
 """`churnguard tune`: an Optuna study over CatBoost parameters, tracked in MLflow, ending in a
 registered, calibrated challenger.
 
+Each trial scores K-fold cross-validation over train+validation on snapshot data, or the out-of-time
+validation rows on events data (training.trials). The final model averages K fold models with the best
+trial's settings into one CatBoost model, calibrated on their out-of-fold predictions (training.final).
+
 One study, many workers. Every `tune` process with the same `--storage` and `--study` joins the same
 study and runs trials until the study's budget (`--trials`, counted over all workers) is used up or its
 own `--timeout` passes. Exactly one worker then fits and registers the final model: the one that
@@ -113,8 +117,17 @@ def run_tune(
     configure_mlflow()
     client = MlflowClient()
     experiment = experiment_id(config.experiment_name(dataset_config.name))
+    cross_validated = config.search.cross_validated(split.kind)
+    log.info(
+        "objective: validation %s, %s",
+        config.search.metric,
+        f"mean of {config.search.folds} folds of train+validation" if cross_validated else "holdout",
+    )
     optuna_study, created = studies.open_study(
-        studies.open_storage(storage), study_name, config.search.direction, pruner(config.search)
+        studies.open_storage(storage),
+        study_name,
+        config.search.direction,
+        pruner(config.search, cross_validated),
     )
     parent_run_id = _parent_run(
         client, experiment, optuna_study, created, dataset_config, config, split, storage, budget, seed
@@ -202,6 +215,10 @@ def _parent_run(
             "seed": seed,
             "split_seed": split.seed,
             "metric": config.search.metric,
+            "objective": "cross_validation" if config.search.cross_validated(split.kind) else "holdout",
+            "folds": config.search.folds,
+            "final_model": config.final.model,
+            "calibration": config.final.calibration,
             **{f"split_{name}_rows": size for name, size in split.sizes().items()},
         },
         tags={
