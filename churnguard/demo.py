@@ -5,13 +5,15 @@ Each step prints what it produced and where, so the demo doubles as a tour of th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from churnguard.settings import state_dir
@@ -105,22 +107,25 @@ def inject_change(sim_dir: Path, seed: int) -> None:
     print(f"  {SCENARIOS[CHANGE_SCENARIO].description}: {removed:,} logins removed after {CHANGE_START}")
 
 
-@step("5. tune, register and promote the first model (months 1-6)")
-def first_model(trials: int) -> str:
-    import os
-
-    from training.promote import run_promote
-    from training.tune import run_tune
-
-    overrides = {
-        f"CHURNGUARD_DATASET_CRM__OBSERVATION__{key}": value for key, value in FIRST_TRAINING_WINDOW.items()
-    }
+@contextlib.contextmanager
+def observation_window(window: dict[str, str]) -> Iterator[None]:
+    """Override the CRM dataset's observation dates (through its environment overrides) for a while."""
+    overrides = {f"CHURNGUARD_DATASET_CRM__OBSERVATION__{key}": value for key, value in window.items()}
     os.environ.update(overrides)
     try:
-        result = run_tune("crm", trials=trials, seed=0)
+        yield
     finally:
         for key in overrides:
             os.environ.pop(key, None)
+
+
+@step("5. tune, register and promote the first model (months 1-6)")
+def first_model(trials: int) -> str:
+    from training.promote import run_promote
+    from training.tune import run_tune
+
+    with observation_window(FIRST_TRAINING_WINDOW):
+        result = run_tune("crm", trials=trials, seed=0)
     print(f"  {result.summary()}")
     decision = run_promote(result.model_name)
     print(f"  promotion: {'promoted' if decision.promoted else 'kept champion'} ({decision.reason})")
@@ -143,7 +148,6 @@ def feature_rows(observation_date: str) -> Path:
 
 
 def start_service(port: int) -> subprocess.Popen:
-    import os
     import sys
 
     env = {**os.environ, "CHURNGUARD_SERVICE__RELOAD__POLL_SECONDS": "5"}
@@ -199,11 +203,11 @@ def score_batch(port: int) -> None:
 
 @step("7. monitor: drift of current data (after the change) against the model's reference")
 def detect_drift() -> Path:
-    from monitoring.drift import run_drift, summary_banner
+    from monitoring.drift import run_drift, summary_text
 
     current = feature_rows(DRIFT_DATE)
     result = run_drift(None, current, None, None, fail_on_drift=False)
-    print("  " + summary_banner(result.summary).replace("\n", "\n  "))
+    print("  " + summary_text(result.summary).replace("\n", "\n  "))
     print(f"  HTML report {result.report_path}")
     return current
 
@@ -219,6 +223,7 @@ def retrain_loop(current: Path, port: int, served_before: str) -> None:
     if decision.promotion:
         print(f"  promotion gate: promoted={decision.promotion['promoted']} ({decision.promotion['reason']})")
     if not (decision.promotion and decision.promotion["promoted"]):
+        print(f"  the gate kept the champion: the service goes on serving version {served_before}")
         return
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and get(port, "/model")["model_version"] == served_before:
@@ -234,8 +239,6 @@ def free_port() -> int:
 
 
 def run_demo(customers: int = 20_000, seed: int = 7, trials: int = DEMO_TRIALS) -> int:
-    import os
-
     started = time.perf_counter()
     print(f"churnguard demo: state folder {state_dir()}")
     # The retraining study of the demo is as small as the first one.

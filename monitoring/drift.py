@@ -309,17 +309,36 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.2e}" if 0 < abs(value) < 10 ** (-digits) else f"{value:.{digits}f}"
 
 
+def verdict(summary: dict[str, Any]) -> str:
+    if not summary["drift_detected"]:
+        return "No drift detected"
+    what = []
+    if summary["dataset_drift"]:
+        what.append(f"{len(summary['drifted_features'])} of {summary['n_features']} features drifted")
+    if summary["prediction_drift"]:
+        what.append("the predictions drifted")
+    return "Drift detected: " + "; ".join(what)
+
+
+def summary_text(summary: dict[str, Any], top: int = 8) -> str:
+    """The verdict for a terminal: the largest shifts first, then the tier mix; the HTML has the rest."""
+    lines = [verdict(summary)]
+    drifted = sorted(summary["drifted_features"], key=lambda c: -(c["effect"] or 0))
+    for c in drifted[:top]:
+        lines.append(f"  {c['column']:<36} {c['group'] or '':<13} {c['effect_method']}={_fmt(c['effect'])}")
+    if len(drifted) > top:
+        lines.append(f"  ... and {len(drifted) - top} more (see the HTML report)")
+    mix = summary["tier_mix"]
+    shares = ", ".join(
+        f"{tier} {mix['reference'].get(tier, 0):.1%} -> {mix['current'].get(tier, 0):.1%}"
+        for tier in ("high", "medium", "low")
+    )
+    lines.append(f"  tier mix (reference -> current): {shares}")
+    return "\n".join(lines)
+
+
 def summary_banner(summary: dict[str, Any]) -> str:
     drifted = summary["drifted_features"]
-    if summary["drift_detected"]:
-        what = []
-        if summary["dataset_drift"]:
-            what.append(f"{len(drifted)} of {summary['n_features']} features drifted")
-        if summary["prediction_drift"]:
-            what.append("the predictions drifted")
-        verdict = "Drift detected: " + "; ".join(what)
-    else:
-        verdict = "No drift detected"
     t = summary["thresholds"]
     model, used = summary["model"], summary["rows"]
     paragraphs = [
@@ -368,7 +387,7 @@ def summary_banner(summary: dict[str, Any]) -> str:
             "churnguard-tier-mix",
         )
     )
-    return banner("churnguard drift check", verdict, summary["drift_detected"], paragraphs, tables)
+    return banner("churnguard drift check", verdict(summary), summary["drift_detected"], paragraphs, tables)
 
 
 def record_drift(result: DriftResult, model: MonitoredModel, config: MonitoringConfig, stamp: str) -> None:
