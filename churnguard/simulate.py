@@ -112,13 +112,19 @@ class SimulationConfig:
     start: date = date(2025, 1, 1)
     horizon_days: int = 90  # horizon of the truth probabilities
     observe_every_days: int = 30  # observation dates for the truth table
-    first_observation_day: int = 120  # first observation date = start + 120 days (features need history)
+    first_observation_day: int = 120  # first observation date = start + 120 days
+    # Signals are also written for this many days before `start`: a CRM export holds history, and
+    # without it trailing windows at early observation dates are truncated, so the same customer
+    # state looks different in early and late rows (a shift between out-of-time splits).
+    history_days: int = 120
 
     def __post_init__(self) -> None:
         if self.customers < 1 or self.days < 1 or self.horizon_days < 1 or self.observe_every_days < 1:
             raise ValueError(f"customers, days, horizon_days and observe_every_days must be >= 1: {self}")
         if self.first_observation_day < 1:
             raise ValueError(f"first_observation_day must be >= 1, got {self.first_observation_day}")
+        if not 0 <= self.history_days <= WARMUP_DAYS:
+            raise ValueError(f"history_days must be in [0, {WARMUP_DAYS}], got {self.history_days}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -781,9 +787,9 @@ def simulate(config: SimulationConfig, progress: bool = False) -> Simulation:
     events = EventBuffer()
     oracle: list[tuple[int, np.ndarray, np.ndarray]] = []
     for day in days:
-        if day >= 0:
-            if day in observation_days:
-                oracle.append((day, *_truth_probabilities_on(day, config, base, state, law, calendar)))
+        if day in observation_days:
+            oracle.append((day, *_truth_probabilities_on(day, config, base, state, law, calendar)))
+        if day >= -config.history_days:
             ctx = _day_context(day, base, state, law, rng)
             _emit_activity(ctx, base, calendar, rng, events)
             _emit_transactions(ctx, base, calendar, rng, events)
@@ -860,6 +866,8 @@ def _events_frame(config: SimulationConfig, base: CustomerBase, events: EventBuf
 
     # One int64 key sorts by customer, then time, then type (a complaint follows its ticket); the sorted
     # key decodes back into the three columns, so only the values need the permutation.
+    history_seconds = config.history_days * DAY_SECONDS
+    second += history_seconds  # non-negative for the key; undone when decoding
     second_bits = max(int(second.max(initial=0)).bit_length(), 1)
     key = (customer.astype(np.int64) << (second_bits + 4)) | (second << 4) | type_code
     del customer, second, type_code
@@ -871,6 +879,7 @@ def _events_frame(config: SimulationConfig, base: CustomerBase, events: EventBuf
     type_code = (key & 0xF).astype(np.int8)
     key >>= 4
     key &= (1 << second_bits) - 1
+    key -= history_seconds
     key *= 10**9
     key += np.datetime64(config.start, "ns").astype(np.int64)
     table = pa.table(
