@@ -74,8 +74,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from training.tune import run_tune
 
+    confirmed = None
+    if args.with_outcomes:
+        from churnguard.feedback import stored_confirmed_labels
+        from churnguard.settings import state_dir
+
+        confirmed = stored_confirmed_labels(state_dir())
     result = run_tune(
-        args.dataset, args.trials, args.timeout, args.storage, args.study, args.seed, final=not args.no_final
+        args.dataset,
+        args.trials,
+        args.timeout,
+        args.storage,
+        args.study,
+        args.seed,
+        final=not args.no_final,
+        confirmed_labels=confirmed,
     )
     print(result.summary())
     return 0
@@ -114,7 +127,7 @@ def _since(text: str | None):
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from monitoring.drift import run_drift, summary_banner
+    from monitoring.drift import run_drift, summary_text
 
     result = run_drift(
         args.model,
@@ -123,7 +136,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         Path(args.out) if args.out else None,
         args.fail_on_drift,
     )
-    print(summary_banner(result.summary))
+    print(summary_text(result.summary))
     print(f"  HTML report  {result.report_path}\n  JSON summary {result.summary_path}")
     return result.exit_code
 
@@ -156,6 +169,39 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(f"retrain: {decision.decision}" + "".join(f"\n  - {reason}" for reason in decision.reasons))
     if decision.promotion:
         print(f"  promotion gate: {decision.promotion}")
+    return 0
+
+
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from churnguard.feedback import format_report, ingest, load_outcomes, outcome_report
+    from churnguard.prediction_log import read_predictions
+    from churnguard.scoring import load_scoring_config
+    from churnguard.settings import state_dir
+
+    state = state_dir()
+    if args.action == "ingest":
+        if not args.file:
+            from churnguard.config import UsageError
+
+            raise UsageError("outcomes ingest needs FILE: a CSV or Parquet file of outcomes")
+        print(ingest(Path(args.file), state).format())
+    outcomes = load_outcomes(state)
+    if outcomes.empty:
+        print("no outcomes stored yet: ingest some with `churnguard outcomes ingest FILE`")
+        return 0
+    config = load_scoring_config().feedback
+    # Only the alerts that can match an outcome: from the lookback before the earliest one.
+    since = pd.Timestamp(outcomes["outcome_date"].min(), tz="UTC") - pd.Timedelta(days=config.lookback_days)
+    report = outcome_report(outcomes, read_predictions(since.to_pydatetime()), config)
+    out = Path(args.out) if args.out else state / "outcomes" / "report.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(format_report(report))
+    print(f"  JSON report {out}")
     return 0
 
 
@@ -206,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--study", help="study name; workers with the same storage and name share one study")
     tune.add_argument("--seed", type=int, help="random seed (default: configs/training.yaml)")
     tune.add_argument("--no-final", action="store_true", help="run trials only; do not fit/register a model")
+    tune.add_argument(
+        "--with-outcomes",
+        action="store_true",
+        help="let confirmed outcomes (churnguard outcomes ingest) decide the labels they cover",
+    )
 
     promote = command(
         "promote", cmd_promote, "promote the challenger if it beats the champion (exit 0 if so)"
@@ -257,6 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
     retrain_source.add_argument("--since", help="use the prediction log since this ISO date")
     retrain.add_argument("--outcomes", help="outcomes file for the quality check")
     retrain.add_argument("--force", action="store_true", help="retrain whatever the evidence says")
+
+    outcomes = command(
+        "outcomes",
+        cmd_outcomes,
+        "feedback on alerts: ingest what happened to alerted customers, report alert precision",
+    )
+    outcomes.add_argument(
+        "action", choices=["ingest", "report"], help="ingest FILE and report, or report what is stored"
+    )
+    outcomes.add_argument(
+        "file",
+        nargs="?",
+        help="CSV or Parquet: customer_id, outcome (saved|churned|false_alarm), outcome_date, churn_reason",
+    )
+    outcomes.add_argument("--out", help="JSON report file (default: <state>/outcomes/report.json)")
 
     demo = command("demo", cmd_demo, "run the main job end to end on embedded defaults")
     demo.add_argument("--customers", type=int, default=20_000, help="simulated customers (default 20000)")

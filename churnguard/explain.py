@@ -462,6 +462,69 @@ def describe(spec: FeatureSpec, value: object, ranks: ReferenceRanks | None = No
     return f"{spec.name} is {_number(number)}{context}"
 
 
+# Chinese names of the event types the CRM data uses; other types keep their own name.
+EVENT_LABELS_ZH = {
+    "login": "登录",
+    "feature_use": "功能使用",
+    "order": "订单",
+    "payment": "付款",
+    "ticket": "支持工单",
+    "complaint": "投诉",
+    "csat": "满意度评分",
+    "nps": "NPS 评分",
+    "email_open": "邮件打开",
+    "webinar": "网络研讨会参与",
+    "contact_change": "关键联系人变更",
+}
+
+
+def _context_zh(ranks: ReferenceRanks | None, name: str, value: float) -> str:
+    values = ranks.sorted_values.get(name) if ranks else None
+    if values is None:
+        return ""
+    below = np.searchsorted(values, value, side="left") / values.size
+    above = 1.0 - np.searchsorted(values, value, side="right") / values.size
+    if above >= 0.5:
+        return f"（低于 {above:.0%} 的客户）"
+    if below >= 0.5:
+        return f"（高于 {below:.0%} 的客户）"
+    return ""
+
+
+def describe_zh(spec: FeatureSpec, value: object, ranks: ReferenceRanks | None = None) -> str:
+    """`describe` in Simplified Chinese."""
+    label = EVENT_LABELS_ZH.get(spec.event_type or "", spec.label or spec.event_type or spec.name)
+    missing = value is None or value == MISSING_CATEGORY or (isinstance(value, float) and math.isnan(value))
+    if spec.categorical:
+        return f"{spec.name} 缺失" if missing else f"{spec.name} 为 {value}"
+    if spec.kind == "days_since_last":
+        return f"没有{label}记录" if missing else f"已 {_number(round(float(value)))} 天没有{label}"
+    if spec.kind == "trend":
+        if missing:
+            return f"此前 {TREND_BASELINE_DAYS} 天没有{label}，无从比较"
+        change = float(value) - 1.0
+        if abs(change) < 0.005:
+            return f"{label}与此前 {TREND_BASELINE_DAYS} 天持平"
+        direction = "下降" if change < 0 else "上升"
+        return f"{label}较此前 {TREND_BASELINE_DAYS} 天{direction} {abs(change):.0%}"
+    if missing:
+        return f"{spec.name} 缺失"
+    number = float(value)
+    window = f"近 {spec.window_days} 天" if spec.window_days else "统计期内"
+    if spec.kind == "tenure":
+        return f"已合作 {_number(round(number))} 天"
+    if spec.kind == "count":
+        return f"{window}没有{label}" if number == 0 else f"{window}{label} {_number(number)} 次"
+    if spec.kind == "sum":
+        return f"{window}没有{label}" if number == 0 else f"{window}{label}合计 {_number(number)}"
+    if spec.kind == "mean":
+        return f"{window}{label}平均 {_number(number)}"
+    return f"{spec.name} 为 {_number(number)}{_context_zh(ranks, spec.name, number)}"
+
+
+DESCRIBE = {"en": describe, "zh": describe_zh}
+
+
 class ReasonBuilder:
     """Turns contributions into the top reasons and per-group sub-scores."""
 
@@ -485,7 +548,7 @@ class ReasonBuilder:
         for column, members in enumerate(groups.values()):
             self.membership[[index[name] for name in members], column] = 1.0
         self.names = [(spec.name, spec.group) for spec in self.specs]
-        self._fragments: dict[tuple[int, object], _Fragments] = {}
+        self._fragments: dict[tuple[int, object, str], _Fragments] = {}
 
     def group_scores(self, contributions: np.ndarray) -> np.ndarray:
         """(rows, groups) integer health sub-scores; columns follow `group_names`."""
@@ -511,15 +574,16 @@ class ReasonBuilder:
             values[mask] = np.asarray(column(feature), dtype=object)[np.nonzero(mask)[0]]
         return Explanations(self, chosen, impacts, values)
 
-    def fragments(self, feature: int, value: object) -> _Fragments:
-        """Message and JSON pieces of one (feature, value), cached: they repeat across customers."""
+    def fragments(self, feature: int, value: object, language: str = "en") -> _Fragments:
+        """Message and JSON pieces of one (feature, value, language), cached: they repeat across
+        customers."""
         if value != value or value == MISSING_CATEGORY:  # NaN or a missing category
             value = None
-        key = (feature, value)
+        key = (feature, value, language)
         found = self._fragments.get(key)
         if found is None:
             spec = self.specs[feature]
-            message = describe(spec, value, self.ranks)
+            message = DESCRIBE[language](spec, value, self.ranks)
             head = to_json({"feature": spec.name, "group": spec.group, "value": value})[1:-1]
             tail = b',"message":' + to_json(message) + b"}"
             found = _Fragments(
@@ -555,17 +619,17 @@ class Explanations:
     def __len__(self) -> int:
         return len(self.chosen)
 
-    def _rows(self) -> Iterator[list[tuple[_Fragments, float, int]]]:
+    def _rows(self, language: str) -> Iterator[list[tuple[_Fragments, float, int]]]:
         fragments = self.builder.fragments
         for features, impacts, values in zip(
             self.chosen.tolist(), self.impacts.tolist(), self.values.tolist(), strict=True
         ):
             yield [
-                (fragments(feature, value), impact, feature)
+                (fragments(feature, value, language), impact, feature)
                 for feature, impact, value in zip(features, impacts, values, strict=True)
             ]
 
-    def dicts(self) -> list[list[dict]]:
+    def dicts(self, language: str = "en") -> list[list[dict]]:
         names = self.builder.names
         return [
             [
@@ -579,10 +643,10 @@ class Explanations:
                 }
                 for piece, impact, feature in row
             ]
-            for row in self._rows()
+            for row in self._rows(language)
         ]
 
-    def json_rows(self) -> list[bytes]:
+    def json_rows(self, language: str = "en") -> list[bytes]:
         """Each row's reasons as a JSON array (the same document `dicts` would encode to).
 
         Built column-wise: one fragment lookup per distinct (feature, value), then element-wise
@@ -595,7 +659,7 @@ class Explanations:
         for feature in np.unique(self.chosen).tolist():
             mask = self.chosen == feature
             codes, uniques = pd.factorize(self.values[mask], use_na_sentinel=False)
-            fragments = [self.builder.fragments(feature, value) for value in uniques.tolist()]
+            fragments = [self.builder.fragments(feature, value, language) for value in uniques.tolist()]
             heads = np.where(
                 self.impacts[mask] > 0,
                 np.array([f.raises for f in fragments], dtype=object)[codes],

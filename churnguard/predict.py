@@ -13,9 +13,11 @@ Input rules (the same for JSON, Parquet, CSV and files):
 - a missing value (JSON null, empty CSV cell, NaN) is accepted only for features that had missing
   values in training (`FeatureSpec.nullable`); infinities never are;
 - a numeric value must lie in the accepted range: the training range [min, max] widened by
-  `range_tolerance` (default 50%) of its span on each side, and never below 0 for a feature that was
+  `range_tolerance` (default 3) times its span on each side, and never below 0 for a feature that was
   never negative in training. Values outside the training range but inside the accepted range are
-  scored and flagged `outside_training_range`;
+  scored and flagged `outside_training_range`. The margin is wide on purpose: recency and counts
+  grow past anything seen in training as soon as a customer's history is longer, and such customers
+  must be scored and seen by the drift monitor, not refused; only implausible values are refused;
 - an unseen category is scored (CatBoost treats it as rare) and flagged `unknown_category`.
 """
 
@@ -37,15 +39,23 @@ from catboost import Pool
 from churnguard.artifact import ModelArtifact
 from churnguard.config import UsageError
 from churnguard.explain import MISSING_CATEGORY, Explanations, ReasonBuilder, ReferenceRanks, ShapExplainer
+from churnguard.history import ScoreHistory
+from churnguard.rules import Language, RuleBook, RuleHits
 from churnguard.schema import ID_COLUMN, FeatureSchema, FeatureSpec
+from churnguard.scoring import ScoringConfig, load_scoring_config
+from churnguard.value import ValueAssessment, ValueModel
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RANGE_TOLERANCE = 0.5
+DEFAULT_RANGE_TOLERANCE = 3.0
 MAX_ID_LENGTH = 256
+MAX_CATEGORY_LENGTH = 256  # categories are echoed and logged: a megabyte of one is an attack, not a value
 MAX_REPORTED_ERRORS = 50  # per request; files list every bad row in their error report
 PARALLEL_ROWS = 2_000  # below this many rows CatBoost scores on one thread
-RESULT_COLUMNS = ("customer_id", "churn_probability", "health_score", "alert_tier", "model_version")
+RESULT_COLUMNS = (
+    "customer_id", "churn_probability", "health_score", "alert_tier", "model_tier", "escalated_by",
+    "value_tier", "value_score", "priority", "model_version",
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -183,6 +193,9 @@ class InputRules:
             errors.append(FieldError(spec.name, f"expected text, got {_type_name(value)}", row))
             return MISSING_CATEGORY
         text = str(value)
+        if len(text) > MAX_CATEGORY_LENGTH:
+            errors.append(FieldError(spec.name, f"must be at most {MAX_CATEGORY_LENGTH} characters", row))
+            return MISSING_CATEGORY
         known = self.categories.get(spec.name)
         if known is not None and text not in known:
             flags.append({"code": "unknown_category", "field": spec.name})
@@ -260,6 +273,11 @@ class InputRules:
                 categories, codes, wrong = _category_codes(column)
                 missing_mask = codes == -1
                 fail(wrong, spec.name, "expected text")
+                too_long = [code for code, text in enumerate(categories) if len(text) > MAX_CATEGORY_LENGTH]
+                if too_long:
+                    long_rows = np.isin(codes, too_long)
+                    fail(long_rows, spec.name, f"must be at most {MAX_CATEGORY_LENGTH} characters")
+                    wrong = wrong | long_rows
                 if not spec.nullable:
                     fail(missing_mask, spec.name, "must not be missing (it was never missing in training)")
                 known = self.categories.get(spec.name)
@@ -404,15 +422,20 @@ def _number_column(column: pd.Series) -> tuple[np.ndarray, np.ndarray, list[obje
 
     Text (CSV cells) is parsed; blank text and "nan" mean missing, anything else unparseable is wrong."""
     rows = len(column)
-    if pd.api.types.is_bool_dtype(column):
-        return np.full(rows, np.nan), np.ones(rows, dtype=bool), column.tolist()
+    if (
+        pd.api.types.is_bool_dtype(column)
+        or pd.api.types.is_datetime64_any_dtype(column)
+        or pd.api.types.is_timedelta64_dtype(column)
+    ):
+        return np.full(rows, np.nan), np.ones(rows, dtype=bool), column.astype(str).tolist()
     if pd.api.types.is_numeric_dtype(column):
         return column.to_numpy(dtype=float, na_value=np.nan), np.zeros(rows, dtype=bool), []
     values = _scalars(column.to_numpy(dtype=object))
     kind = pd.api.types.infer_dtype(values, skipna=True)
     if kind in {"floating", "integer", "mixed-integer-float", "empty"}:
         return pd.to_numeric(column).to_numpy(dtype=float, na_value=np.nan), np.zeros(rows, dtype=bool), []
-    text = pd.Series(values).where(pd.Series(values).map(lambda v: isinstance(v, str)), None)
+    # Object dtype even when no value is text: .str needs it, and timestamps would become NaT.
+    text = pd.Series([v if isinstance(v, str) else None for v in values.tolist()], dtype=object)
     stripped = text.str.strip()
     blank = stripped.fillna("").eq("") | stripped.str.lower().eq("nan")
     candidates = pd.Series(values).where(~(text.notna() & blank), None)
@@ -477,43 +500,94 @@ class ScoredBatch:
     explanations: Explanations | None = None
     group_names: list[str] = field(default_factory=list)
     group_scores: np.ndarray | None = None  # (rows, groups)
+    # Early warning: `tier` above is the alert tier after rule escalation; these say how it came about.
+    model_tier: np.ndarray | None = None  # the tier the probability alone gives
+    rule_hits: RuleHits | None = None
+    value: ValueAssessment | None = None
 
     def __len__(self) -> int:
         return len(self.customer_ids)
 
     @functools.cached_property
     def reasons(self) -> list[list[dict]] | None:
-        """Top reasons per customer as dicts (None when the request skipped explanations)."""
-        return self.explanations.dicts() if self.explanations is not None else None
+        """Rule hits then the model's top drivers, per customer, in English (None without explanations)."""
+        return self.reasons_in("en")
+
+    def reasons_in(self, language: Language) -> list[list[dict]] | None:
+        if self.explanations is None:
+            return None
+        drivers = self.explanations.dicts(language)
+        if self.rule_hits is None:
+            return drivers
+        return [rules + row for rules, row in zip(self.rule_hits.reasons(language), drivers, strict=True)]
+
+    def reason_json_rows(self, language: Language = "en") -> list[bytes]:
+        """Each row's reasons as a JSON array: the same document `reasons_in` would encode to."""
+        assert self.explanations is not None
+        drivers = self.explanations.json_rows(language)
+        if self.rule_hits is None or not self.rule_hits.hits.any():
+            return drivers
+        return [
+            row if not rules else b"[" + rules + (b"]" if row == b"[]" else b"," + row[1:])
+            for rules, row in zip(self.rule_hits.json_rows(language), drivers, strict=True)
+        ]
+
+    def escalated_by(self) -> list[list[str]]:
+        return (
+            self.rule_hits.escalated_by() if self.rule_hits is not None else [[] for _ in self.customer_ids]
+        )
 
     def results(
-        self, reasons: Sequence[object] | None = None, groups: Sequence[object] | None = None
+        self,
+        reasons: Sequence[object] | None = None,
+        groups: Sequence[object] | None = None,
+        language: Language = "en",
     ) -> list[dict]:
         """One prediction-contract dict per customer. `reasons` and `groups` may replace the per-row
         reasons and group scores with pre-encoded equivalents (the service passes raw JSON)."""
         rows = len(self)
         if self.explanations is not None:
-            reasons = reasons if reasons is not None else self.reasons
+            if reasons is None:
+                reasons = self.reasons if language == "en" else self.reasons_in(language)
             if groups is None:
                 names = self.group_names
                 groups = [dict(zip(names, g, strict=True)) for g in self.group_scores.tolist()]  # type: ignore[union-attr]
         version = self.model_version
+        model_tier = self.model_tier if self.model_tier is not None else self.tier
+        value = self.value
+        value_tier = value.tier.tolist() if value is not None else [None] * rows
+        value_score = (
+            [None if math.isnan(v) else v for v in value.score.tolist()]
+            if value is not None
+            else [None] * rows
+        )
+        priority = value.priority.tolist() if value is not None else [None] * rows
         return [
             {
                 "customer_id": customer_id,
                 "churn_probability": p,
                 "health_score": h,
                 "alert_tier": t,
+                "model_tier": mt,
+                "escalated_by": e,
+                "value_tier": vt,
+                "value_score": vs,
+                "priority": pr,
                 "reasons": r,
                 "group_scores": g,
                 "flags": f,
                 "model_version": version,
             }
-            for customer_id, p, h, t, r, g, f in zip(
+            for customer_id, p, h, t, mt, e, vt, vs, pr, r, g, f in zip(
                 self.customer_ids,
                 self.probability.tolist(),
                 self.health.tolist(),
                 self.tier.tolist(),
+                model_tier.tolist(),
+                self.escalated_by(),
+                value_tier,
+                value_score,
+                priority,
                 reasons if reasons is not None else [None] * rows,
                 groups if groups is not None else [None] * rows,
                 self.flags,
@@ -532,7 +606,7 @@ class ScoredBatch:
         names = self.feature_names
         return [dict(zip(names, map(_json_value, row), strict=True)) for row in rows]
 
-    def to_frame(self, explain_columns: bool = True) -> pd.DataFrame:
+    def to_frame(self, explain_columns: bool = True, language: Language = "en") -> pd.DataFrame:
         """Results as a frame: the contract's columns, reasons/flags as JSON text, one column per group."""
         out = pd.DataFrame(
             {
@@ -540,11 +614,17 @@ class ScoredBatch:
                 "churn_probability": self.probability,
                 "health_score": self.health.astype("int64"),
                 "alert_tier": self.tier.astype(object),
+                "model_tier": (self.model_tier if self.model_tier is not None else self.tier).astype(object),
+                "escalated_by": [json.dumps(codes) if codes else None for codes in self.escalated_by()],
+                "value_tier": self.value.tier if self.value is not None else None,
+                "value_score": self.value.score if self.value is not None else np.nan,
+                "priority": self.value.priority if self.value is not None else None,
                 "model_version": self.model_version,
             }
         )
         if explain_columns and self.reasons is not None and self.group_scores is not None:
-            out["reasons"] = [json.dumps(r) for r in self.reasons]
+            reasons = self.reasons if language == "en" else self.reasons_in(language)
+            out["reasons"] = [json.dumps(r, ensure_ascii=False) for r in reasons]  # type: ignore[union-attr]
             for column, name in enumerate(self.group_names):
                 out[f"group_score_{name}"] = self.group_scores[:, column].astype("int64")
         out["flags"] = [json.dumps(f) if f else None for f in self.flags]
@@ -565,7 +645,10 @@ class Predictor:
         top_reasons: int = 3,
         range_tolerance: float = DEFAULT_RANGE_TOLERANCE,
         thread_count: int = -1,
+        scoring: ScoringConfig | None = None,
     ) -> None:
+        """`scoring`: the early-warning rules and value weights (default: configs/scoring.yaml)."""
+        scoring = scoring if scoring is not None else load_scoring_config()
         self.artifact = artifact
         self.model_version = str(model_version)
         self.schema = artifact.schema
@@ -584,6 +667,9 @@ class Predictor:
             self.health_from_raw,
             ReferenceRanks.from_frame(self.schema, artifact.reference),
         )
+        self.rule_book = RuleBook(scoring.rules, scoring.escalation, self.schema)
+        self.value_model = ValueModel(scoring.value, self.schema, artifact.reference)
+        self._position = {name: j for j, name in enumerate(self.schema.names)}
 
     @classmethod
     def load(cls, directory: Path, model_version: str, **options: object) -> Predictor:
@@ -604,26 +690,36 @@ class Predictor:
 
     # ---------------------------------------------------------------------------------- scoring
 
-    def score_record(self, record: Mapping[str, object], explain: bool = True) -> ScoredBatch:
-        """One customer from a JSON-like record (the fast single-request path); raises InputError."""
+    def score_record(
+        self, record: Mapping[str, object], explain: bool = True, history: ScoreHistory | None = None
+    ) -> ScoredBatch:
+        """One customer from a JSON-like record (the fast single-request path); raises InputError.
+
+        `history`: past health scores for history rules (none given: those rules cannot fire)."""
         values, customer_id, flags, errors = self.rules.check_record(record)
         if errors:
             raise InputError(errors)
         pool = Pool(np.array([values], dtype=object), cat_features=self.cat_indices)  # cheaper than a list
-        batch = self._score_pool(pool, [customer_id], [flags], lambda j: [values[j]], explain)
+        batch = self._score_pool(pool, [customer_id], [flags], lambda j: [values[j]], explain, history)
         batch.feature_rows = [values]
         return batch
 
     def score_frame(
-        self, frame: pd.DataFrame, explain: bool = True, allow_extra: bool = False
+        self,
+        frame: pd.DataFrame,
+        explain: bool = True,
+        allow_extra: bool = False,
+        history: ScoreHistory | None = None,
     ) -> ScoredBatch:
         """Score a whole frame; raises InputError naming every bad row (0-based) and field."""
         checked = self.rules.check_frame(frame, allow_extra=allow_extra)
         if checked.errors:
             raise InputError(checked.errors[:MAX_REPORTED_ERRORS], total=len(checked.errors))
-        return self.score_checked(checked, explain)
+        return self.score_checked(checked, explain, history)
 
-    def score_checked(self, checked: CheckedFrame, explain: bool = True) -> ScoredBatch:
+    def score_checked(
+        self, checked: CheckedFrame, explain: bool = True, history: ScoreHistory | None = None
+    ) -> ScoredBatch:
         """Score the valid rows of a checked frame (the caller decides what to do with the others)."""
         checked = checked.only_valid()
         features = checked.features
@@ -635,6 +731,7 @@ class Predictor:
             checked.flags,
             lambda j: features[names[j]].to_numpy(dtype=object),
             explain,
+            history,
         )
         batch.features = features
         return batch
@@ -650,6 +747,7 @@ class Predictor:
         flags: list[list[dict]],
         column: Callable[[int], Sequence[object]],
         explain: bool,
+        history: ScoreHistory | None = None,
     ) -> ScoredBatch:
         threads = self._threads(len(customer_ids))
         if explain:
@@ -657,14 +755,27 @@ class Predictor:
         else:
             raw, contributions = self.explainer.raw(pool, len(customer_ids), threads), None
         probability = self.probability_from_raw(raw)
+        health = self.artifact.health(probability)
+        model_tier = self.artifact.tiers(probability)
+
+        def numbers(name: str) -> np.ndarray:
+            return np.asarray(column(self._position[name]), dtype=float)
+
+        past = None
+        if history is not None and self.rule_book.history_windows:
+            past = {w: history.reference_health(customer_ids, w) for w in self.rule_book.history_windows}
+        hits = self.rule_book.evaluate(numbers, health, model_tier, past)
         batch = ScoredBatch(
             model_version=self.model_version,
             customer_ids=customer_ids,
             probability=probability,
-            health=self.artifact.health(probability),
-            tier=self.artifact.tiers(probability),
+            health=health,
+            tier=hits.tier,
             flags=flags,
             feature_names=self.schema.names,
+            model_tier=model_tier,
+            rule_hits=hits,
+            value=self.value_model.assess(numbers, hits.tier),
         )
         if contributions is not None:
             batch.explanations = self.reasons.explain(contributions, column)
@@ -700,6 +811,8 @@ class Predictor:
             "code_version": contract.code_version,
             "explain_method": self.explain_method,
             "reasons_top": self.reasons.top,
+            "rules": self.rule_book.describe(),
+            "value": self.value_model.describe(),
             "range_tolerance": self.rules.tolerance,
             "feature_schema": [
                 {

@@ -19,9 +19,12 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from churnguard.config import StrictModel, load_named
+from churnguard.feedback import FeedbackConfig
+from churnguard.rules import EscalationConfig, RuleConfig, check_rule_names
+from churnguard.tiers import TIERS as TIERS  # re-exported: callers import tiers from the policy
+from churnguard.tiers import Tier as Tier
+from churnguard.value import ValueConfig, WorklistConfig
 
-Tier = Literal["high", "medium", "low"]
-TIERS: tuple[Tier, ...] = ("high", "medium", "low")
 HEALTH_AT_MEDIUM = 60
 HEALTH_AT_HIGH = 30
 
@@ -69,6 +72,17 @@ class ReasonConfig(StrictModel):
 class ScoringConfig(StrictModel):
     tiers: TierConfig = TierConfig()
     reasons: ReasonConfig = ReasonConfig()
+    # Early-warning rules by stable code (see churnguard.rules); a new rule needs only YAML.
+    rules: dict[str, RuleConfig] = {}
+    escalation: EscalationConfig = EscalationConfig()
+    value: ValueConfig = ValueConfig()
+    worklist: WorklistConfig = WorklistConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
+
+    @model_validator(mode="after")
+    def _rule_codes(self) -> ScoringConfig:
+        check_rule_names(self.rules)
+        return self
 
 
 def load_scoring_config() -> ScoringConfig:

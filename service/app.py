@@ -20,8 +20,9 @@ import re
 import sqlite3
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import anyio.to_thread
 import bentoml
@@ -32,10 +33,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from churnguard.artifact import ContractError, ModelArtifact
-from churnguard.predict import MAX_REPORTED_ERRORS, InputError, InputRules
+from churnguard.history import LoggedHistory
+from churnguard.predict import MAX_REPORTED_ERRORS, FieldError, InputError, InputRules
 from churnguard.prediction_log import Exchange, PredictionLog
 from churnguard.scoring import load_scoring_config
-from churnguard.tracking import ResolvedModel, resolve_model
+from churnguard.tracking import RegistryUnavailable, ResolvedModel, resolve_model_for_serving
+from churnguard.value import WorklistConfig
 from service.config import (
     MODEL_DIR_ENV,
     MODEL_VERSION_ENV,
@@ -59,7 +62,9 @@ from service.payloads import (
     json_response,
     parquet_body,
     query_flag,
+    query_language,
     single_body,
+    worklist_request,
 )
 from service.reload import ALIAS_URI, ModelHolder, ServedModel, build_served
 from service.security import SecurityMiddleware
@@ -82,11 +87,14 @@ def initial_model(config: ServiceConfig) -> ResolvedModel:
         match = ALIAS_URI.match(uri)
         name = match["name"] if match else None
         return ResolvedModel(uri, Path(local), name, os.environ.get(MODEL_VERSION_ENV, "local"))
-    return resolve_model(uri)
+    return resolve_model_for_serving(uri, config.model.on_registry_error == "serve_cached")
 
 
 CONFIG = load_service_config()
-INITIAL = initial_model(CONFIG)
+try:
+    INITIAL = initial_model(CONFIG)
+except RegistryUnavailable as exc:  # plain `bentoml serve` without the launcher: the same clear refusal
+    raise SystemExit(f"churnguard: {exc}") from None
 try:
     _ARTIFACT = ModelArtifact.load(INITIAL.local_dir)
 except ContractError as exc:
@@ -112,6 +120,7 @@ class _Parsed:
 class _State:
     holder: ModelHolder | None = None
     prediction_log: PredictionLog | None = None
+    worklist: WorklistConfig = WorklistConfig()
 
 
 STATE = _State()
@@ -166,6 +175,7 @@ class _BatchInput(_ParsedInput):
         codec = parsed.served.codec  # type: ignore[union-attr]
         media = _media_type(request)
         explain = query_flag(request.query_params.get("explain"))
+        language = query_language(request.query_params.get("lang"))
         parquet_out = PARQUET_TYPES & {
             part.split(";")[0].strip() for part in request.headers.get("accept", "").split(",")
         }
@@ -179,12 +189,12 @@ class _BatchInput(_ParsedInput):
         elif media in PARQUET_TYPES or media in CSV_TYPES:
             kind = "parquet" if media in PARQUET_TYPES else "csv"
             parsed.batch = await anyio.to_thread.run_sync(
-                codec.batch_upload, await request.body(), kind, explain, bool(parquet_out)
+                codec.batch_upload, await request.body(), kind, explain, bool(parquet_out), language
             )
         elif media == "multipart/form-data":
             upload, kind = await _multipart_file(request)
             parsed.batch = await anyio.to_thread.run_sync(
-                codec.batch_upload, upload, kind, explain, bool(parquet_out)
+                codec.batch_upload, upload, kind, explain, bool(parquet_out), language
             )
         else:
             raise Rejected(
@@ -213,16 +223,19 @@ async def _multipart_file(request: Request) -> tuple[bytes, str]:
 
 
 def invalid_input_field(name: str, message: str) -> Rejected:
-    from churnguard.predict import FieldError
-
     return invalid_input([FieldError(name, message)])
 
 
+LANG_FIELD = (
+    Literal["en", "zh"],
+    Field("en", description="language of the reasons' messages: en (English) or zh (Simplified Chinese)"),
+)
 PredictRequest = create_model(
     "PredictRequest",
     __base__=_SingleInput,
     customer=(CUSTOMER, Field(description="the customer's feature values, named as in the model's schema")),
     explain=(bool, Field(True, description="false skips reasons and group scores (faster)")),
+    lang=LANG_FIELD,
 )
 PredictBatchRequest = create_model(
     "PredictBatchRequest",
@@ -236,6 +249,7 @@ PredictBatchRequest = create_model(
         ),
     ),
     explain=(bool, Field(True, description="false skips reasons and group scores (faster)")),
+    lang=LANG_FIELD,
 )
 
 
@@ -251,7 +265,10 @@ def _headers(parsed: _Parsed, version: str | None = None) -> dict[str, str]:
 
 def _log_unavailable(exc: Exception) -> Response:
     log.error("prediction log write failed, answering 503: %s", exc)
-    return json_response({"error": "the prediction log is unavailable; nothing was scored"}, 503)
+    # Nothing was scored, so a retry is safe; a locked or full log usually clears within seconds.
+    return json_response(
+        {"error": "the prediction log is unavailable; nothing was scored"}, 503, {"Retry-After": "5"}
+    )
 
 
 @bentoml.service(
@@ -272,7 +289,10 @@ class ChurnService:
             if settings.enabled
             else None
         )
+        # Score-history rules (health drop over 90 days) read the prediction log.
+        self.history = LoggedHistory(self.prediction_log) if self.prediction_log is not None else None
         STATE.holder, STATE.prediction_log = self.holder, self.prediction_log
+        STATE.worklist = load_scoring_config().worklist
         self.holder.start_polling()
         log.info(
             "serving %s version %s (explanations: %s)",
@@ -291,14 +311,14 @@ class ChurnService:
         return self.holder.current is not None
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=Prediction)
-    async def predict(self, customer: _Parsed, explain: bool = True) -> Response:
-        """Score one customer: `{"customer": {...}, "explain": true}`."""
+    async def predict(self, customer: _Parsed, explain: bool = True, lang: str = "en") -> Response:
+        """Score one customer: `{"customer": {...}, "explain": true, "lang": "en"}`."""
         parsed = customer
         if parsed.rejected is not None:
             return parsed.rejected.response(_headers(parsed))
         served, request = parsed.served, parsed.single
         try:
-            batch = served.predictor.score_record(request.record, request.explain)
+            batch = served.predictor.score_record(request.record, request.explain, self.history)
         except InputError as exc:
             return invalid_input(exc.errors, exc.total).response(_headers(parsed))
         try:
@@ -307,14 +327,17 @@ class ChurnService:
         except (sqlite3.Error, OSError) as exc:
             return _log_unavailable(exc)
         return Response(
-            single_body(batch), media_type=JSON_TYPE, headers=_headers(parsed, batch.model_version)
+            single_body(batch, request.language),
+            media_type=JSON_TYPE,
+            headers=_headers(parsed, batch.model_version),
         )
 
     @bentoml.api(route="/predict_batch", input_spec=PredictBatchRequest, output_spec=BatchPrediction)
-    async def predict_batch(self, customers: _Parsed, explain: bool = True) -> Response:
+    async def predict_batch(self, customers: _Parsed, explain: bool = True, lang: str = "en") -> Response:
         """Score many customers, results in input order: `{"customers": [...]}` as JSON, or a Parquet
         (`application/vnd.apache.parquet`) or CSV (`text/csv`) body or multipart `file` upload with
-        `?explain=false` to skip reasons. `Accept: application/vnd.apache.parquet` returns Parquet."""
+        `?explain=false` to skip reasons and `?lang=zh` for Chinese messages.
+        `Accept: application/vnd.apache.parquet` returns Parquet."""
         parsed = customers
         if parsed.rejected is not None:
             return parsed.rejected.response(_headers(parsed))
@@ -340,8 +363,9 @@ class ChurnService:
             raise invalid_input(exc.errors, exc.total) from None
         if checked.errors:
             raise invalid_input(checked.errors[:MAX_REPORTED_ERRORS], len(checked.errors))
-        batch = predictor.score_checked(checked, request.explain)
-        body = parquet_body(batch) if request.parquet_response else batch_body(batch)
+        batch = predictor.score_checked(checked, request.explain, self.history)
+        language = request.language
+        body = parquet_body(batch, language) if request.parquet_response else batch_body(batch, language)
         if self.prediction_log is not None:
             answer = "parquet" if request.parquet_response else "json"
             self.prediction_log.append(
@@ -368,6 +392,40 @@ def model_metadata() -> dict[str, Any]:
         "loaded_at": served.loaded_at,
         "reload": holder.status(),
     }
+
+
+@extras.post("/worklist", summary="Customers to call first, by priority", response_model=dict[str, Any])
+async def worklist(request: Request) -> Response:
+    """`{"owner": "Ana Lima" | null, "limit": 100, "lang": "en"}`: the customers scored in the last
+    `worklist.lookback_days` days, of one owner (or all), re-scored now and ordered by priority, each
+    with their top reasons (configs/scoring.yaml, `worklist:`)."""
+    from churnguard.worklist import WorklistError, build_worklist
+
+    holder, prediction_log = STATE.holder, STATE.prediction_log
+    if holder is None:
+        return json_response({"error": "the service is starting"}, 503)
+    if prediction_log is None:
+        return json_response({"error": "the worklist needs the prediction log (prediction_log.enabled)"}, 409)
+    config = STATE.worklist
+    try:
+        asked = worklist_request(await request.body(), config.limit)
+    except Rejected as rejected:
+        return rejected.response()
+    served = holder.current
+    since = datetime.now(UTC) - timedelta(days=config.lookback_days)
+
+    def build() -> dict[str, Any]:
+        logged = prediction_log.read(since)
+        return build_worklist(served.predictor, logged, config, asked, LoggedHistory(prediction_log))
+
+    try:
+        body = await anyio.to_thread.run_sync(build)
+    except WorklistError as exc:
+        return invalid_input_field(exc.field, exc.message).response()
+    except (sqlite3.Error, OSError) as exc:
+        log.error("prediction log read failed: %s", exc)
+        return json_response({"error": "the prediction log is unavailable"}, 503)
+    return json_response(body, headers={"x-model-version": served.version})
 
 
 @extras.post(

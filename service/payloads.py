@@ -26,7 +26,9 @@ from churnguard.predict import (
     arrow_to_frame,
     csv_options,
 )
+from churnguard.rules import LANGUAGES, Language
 from churnguard.schema import ID_COLUMN, SIGNAL_GROUPS
+from churnguard.worklist import WorklistRequest
 
 PARQUET_TYPES = {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}
 CSV_TYPES = {"text/csv", "application/csv"}
@@ -76,6 +78,7 @@ def invalid_input(errors: list[FieldError], total: int | None = None) -> Rejecte
 class SingleRequest:
     record: dict[str, Any]
     explain: bool
+    language: Language = "en"
 
 
 @dataclass
@@ -85,6 +88,17 @@ class BatchRequest:
     body: bytes  # the payload as received, logged as it is for large batches
     source: Literal["json", "parquet", "csv"] = "json"
     parquet_response: bool = False
+    language: Language = "en"
+
+
+def language_of(value: object, errors: list[FieldError], name: str = "lang") -> Language:
+    """The `lang` of a request: en (default) or zh; anything else is named in `errors`."""
+    if value is None:
+        return "en"
+    if value not in LANGUAGES:
+        errors.append(FieldError(name, f"expected one of {', '.join(LANGUAGES)}, got {value!r}"))
+        return "en"
+    return value  # type: ignore[return-value]
 
 
 @dataclass
@@ -105,7 +119,8 @@ class RequestCodec:
         if not isinstance(payload, dict):
             raise Rejected(400, 'the body must be a JSON object: {"customer": {...}, "explain": true}')
         errors = [
-            FieldError(name, "unknown field") for name in sorted(set(payload) - {"customer", "explain"})
+            FieldError(name, "unknown field")
+            for name in sorted(set(payload) - {"customer", "explain", "lang"})
         ]
         customer = payload.get("customer")
         if not isinstance(customer, dict):
@@ -115,19 +130,25 @@ class RequestCodec:
         explain = payload.get("explain", True)
         if not isinstance(explain, bool):
             errors.append(FieldError("explain", "expected true or false"))
+        language = language_of(payload.get("lang"), errors)
         if errors:
             raise invalid_input(errors)
-        return SingleRequest(customer, explain)
+        return SingleRequest(customer, explain, language)
 
     # ---------------------------------------------------------------------------------- batch
 
     def batch_json(self, body: bytes) -> BatchRequest:
         try:
             envelope = self._batch_decoder.decode(body)
-        except msgspec.ValidationError:
-            return self._batch_json_slow(body)  # names every bad field, in every row
+        except msgspec.ValidationError as exc:
+            try:
+                return self._batch_json_slow(body)  # names every bad field, in every row
+            except TooDeep:  # too deep to decode generically: the typed decoder's message names the field
+                raise TooDeep(f" ({exc})") from None
         except msgspec.DecodeError as exc:
             raise Rejected(400, f"malformed JSON: {exc}") from None
+        except RecursionError:
+            raise TooDeep() from None
         customers = envelope.customers
         self._check_count(len(customers))
         columns = list(zip(*(msgspec.structs.astuple(customer) for customer in customers), strict=True))
@@ -135,7 +156,7 @@ class RequestCodec:
         data: dict[str, object] = {}
         for name, spec_numeric, values in zip(names, self._numeric_flags, columns, strict=True):
             data[name] = np.array(values, dtype=float) if spec_numeric else np.array(values, dtype=object)
-        return BatchRequest(pd.DataFrame(data, columns=names), envelope.explain, body)
+        return BatchRequest(pd.DataFrame(data, columns=names), envelope.explain, body, language=envelope.lang)
 
     @property
     def _numeric_flags(self) -> list[bool]:
@@ -146,7 +167,8 @@ class RequestCodec:
         if not isinstance(payload, dict):
             raise Rejected(400, 'the body must be a JSON object: {"customers": [...], "explain": true}')
         errors = [
-            FieldError(name, "unknown field") for name in sorted(set(payload) - {"customers", "explain"})
+            FieldError(name, "unknown field")
+            for name in sorted(set(payload) - {"customers", "explain", "lang"})
         ]
         customers = payload.get("customers")
         if not isinstance(customers, list):
@@ -154,6 +176,7 @@ class RequestCodec:
         explain = payload.get("explain", True)
         if not isinstance(explain, bool):
             errors.append(FieldError("explain", "expected true or false"))
+        language = language_of(payload.get("lang"), errors)
         if errors:
             raise invalid_input(errors)
         self._check_count(len(customers))
@@ -165,10 +188,15 @@ class RequestCodec:
         if errors:
             raise invalid_input(errors[:MAX_REPORTED_ERRORS], len(errors))
         # msgspec refused something the rules accept (should not happen): go on with the plain records.
-        return BatchRequest(pd.DataFrame.from_records(customers), explain, body)
+        return BatchRequest(pd.DataFrame.from_records(customers), explain, body, language=language)
 
     def batch_upload(
-        self, body: bytes, kind: Literal["parquet", "csv"], explain: bool, parquet_response: bool
+        self,
+        body: bytes,
+        kind: Literal["parquet", "csv"],
+        explain: bool,
+        parquet_response: bool,
+        language: Language = "en",
     ) -> BatchRequest:
         if not body:
             raise Rejected(400, f"the {kind} upload is empty")
@@ -188,7 +216,7 @@ class RequestCodec:
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
                 raise Rejected(400, f"not a readable CSV file: {exc}") from None
         self._check_count(len(frame))
-        return BatchRequest(frame, explain, body, kind, parquet_response)
+        return BatchRequest(frame, explain, body, kind, parquet_response, language)
 
     def _check_count(self, rows: int) -> None:
         if rows == 0:
@@ -201,6 +229,13 @@ class RequestCodec:
             )
 
 
+class TooDeep(Rejected):
+    """JSON nested deeper than the decoder's recursion limit (msgspec raises RecursionError)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(400, f"malformed JSON: nested too deeply{detail}")
+
+
 def _decode_json(body: bytes) -> Any:
     if not body:
         raise Rejected(400, "the request body is empty")
@@ -208,6 +243,8 @@ def _decode_json(body: bytes) -> Any:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise Rejected(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise TooDeep() from None
 
 
 def query_flag(value: str | None, default: bool = True) -> bool:
@@ -219,6 +256,41 @@ def query_flag(value: str | None, default: bool = True) -> bool:
     if lowered in {"false", "0", "no"}:
         return False
     raise invalid_input([FieldError("explain", f"query parameter must be true or false, got {value!r}")])
+
+
+MAX_WORKLIST = 10_000
+
+
+def worklist_request(body: bytes, default_limit: int) -> WorklistRequest:
+    """POST /worklist: `{"owner": text or null, "limit": 1..10000, "lang": "en" | "zh"}`, all optional."""
+    payload = _decode_json(body) if body.strip() else {}
+    if not isinstance(payload, dict):
+        raise Rejected(400, 'the body must be a JSON object: {"owner": "...", "limit": 100, "lang": "en"}')
+    errors = [FieldError(name, "unknown field") for name in sorted(set(payload) - {"owner", "limit", "lang"})]
+    owner = payload.get("owner")
+    if owner is not None and (not isinstance(owner, str) or not owner or len(owner) > MAX_ID_LENGTH):
+        errors.append(
+            FieldError(
+                "owner", f"expected the owner's name as text (1 to {MAX_ID_LENGTH} characters) or null"
+            )
+        )
+    limit = payload.get("limit", default_limit)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_WORKLIST:
+        errors.append(
+            FieldError("limit", f"expected a whole number from 1 to {MAX_WORKLIST:,}, got {limit!r}")
+        )
+    language = language_of(payload.get("lang"), errors)
+    if errors:
+        raise invalid_input(errors)
+    return WorklistRequest(owner, limit, language)
+
+
+def query_language(value: str | None) -> Language:
+    errors: list[FieldError] = []
+    language = language_of(value, errors)
+    if errors:
+        raise invalid_input(errors)
+    return language
 
 
 def _batch_struct(rules: InputRules) -> type[msgspec.Struct]:
@@ -233,41 +305,43 @@ def _batch_struct(rules: InputRules) -> type[msgspec.Struct]:
         rename[f"f{position}"] = spec.name
     customer = msgspec.defstruct("Customer", fields, rename=rename, forbid_unknown_fields=True)
     return msgspec.defstruct(
-        "BatchEnvelope", [("customers", list[customer]), ("explain", bool, True)], forbid_unknown_fields=True
+        "BatchEnvelope",
+        [("customers", list[customer]), ("explain", bool, True), ("lang", Literal[LANGUAGES], "en")],  # type: ignore[valid-type]
+        forbid_unknown_fields=True,
     )
 
 
 # ------------------------------------------------------------------------------------------ responses
 
 
-def _results(batch: ScoredBatch) -> list[dict]:
+def _results(batch: ScoredBatch, language: Language = "en") -> list[dict]:
     """Result dicts with reasons and group scores as ready-made JSON (no dict per reason)."""
     if batch.explanations is None or batch.group_scores is None:
-        return batch.results()
+        return batch.results(language=language)
     template = (
         "{" + ",".join(f'"{name}":%d' for name in batch.group_names) + "}"
     )  # group names are plain words
-    reasons = [msgspec.Raw(row) for row in batch.explanations.json_rows()]
+    reasons = [msgspec.Raw(row) for row in batch.reason_json_rows(language)]
     groups = [msgspec.Raw((template % tuple(row)).encode()) for row in batch.group_scores.tolist()]
-    return batch.results(reasons, groups)
+    return batch.results(reasons, groups, language)
 
 
-def batch_body(batch: ScoredBatch) -> bytes:
+def batch_body(batch: ScoredBatch, language: Language = "en") -> bytes:
     return _encoder.encode(
-        {"model_version": batch.model_version, "count": len(batch), "results": _results(batch)}
+        {"model_version": batch.model_version, "count": len(batch), "results": _results(batch, language)}
     )
 
 
-def single_body(batch: ScoredBatch) -> bytes:
-    return _encoder.encode(_results(batch)[0])
+def single_body(batch: ScoredBatch, language: Language = "en") -> bytes:
+    return _encoder.encode(_results(batch, language)[0])
 
 
-def parquet_body(batch: ScoredBatch) -> bytes:
+def parquet_body(batch: ScoredBatch, language: Language = "en") -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(batch.to_frame(), preserve_index=False), sink)
+    pq.write_table(pa.Table.from_pandas(batch.to_frame(language=language), preserve_index=False), sink)
     return sink.getvalue()
 
 
@@ -326,14 +400,24 @@ def customer_model(rules: InputRules) -> type[BaseModel]:
 
 
 class Reason(BaseModel):
-    code: str = Field(description="raises_risk:<feature> or lowers_risk:<feature>")
-    feature: str
+    code: str = Field(
+        description="raises_risk:<feature> or lowers_risk:<feature> for the model's drivers; "
+        "rule:<code> for an early-warning rule hit (listed first, most severe first)"
+    )
+    feature: str = Field(description="the feature read; health_drop for score-history rules")
     group: str = Field(description=f"signal group, one of {', '.join(SIGNAL_GROUPS)}")
     value: str | float | int | None = Field(description="the value as scored; null when missing")
-    impact: float = Field(description="SHAP contribution to the log-odds of churn; > 0 raises the risk")
-    message: str = Field(
-        description="short human phrasing, e.g. 'orders down 60% against the previous 90 days'"
+    impact: float | None = Field(
+        description="SHAP contribution to the log-odds of churn; > 0 raises the risk; null for rules"
     )
+    message: str = Field(
+        description="short human phrasing in the requested `lang` (en or zh), e.g. "
+        "'orders down 60% against the previous 90 days'"
+    )
+    severity: Literal["info", "warning", "critical"] | None = Field(
+        None, description="rule hits only: the rule's severity"
+    )
+    escalated: bool | None = Field(None, description="rule hits only: this rule raised the alert tier")
 
 
 class Flag(BaseModel):
@@ -347,7 +431,16 @@ class Prediction(BaseModel):
         ge=0, le=1, description="calibrated probability of churn within the horizon"
     )
     health_score: int = Field(ge=0, le=100, description="0-100, higher is healthier (see GET /model)")
-    alert_tier: Literal["high", "medium", "low"]
+    alert_tier: Literal["high", "medium", "low"] = Field(
+        description="the model's tier, raised by early-warning rules where they escalate"
+    )
+    model_tier: Literal["high", "medium", "low"] = Field(description="the tier the probability alone gives")
+    escalated_by: list[str] = Field(description="codes of the rules that raised the tier; [] when none")
+    value_tier: Literal["high", "medium", "low"] | None = Field(
+        description="customer value tier (see GET /model); null when no value feature is known"
+    )
+    value_score: float | None = Field(description="0..1 weighted value percentile among customers")
+    priority: int = Field(ge=1, description="from the alert tier x value tier matrix; 1 is called first")
     reasons: list[Reason] | None = Field(
         description="top drivers by absolute impact; null when explain=false"
     )

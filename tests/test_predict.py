@@ -338,7 +338,10 @@ def test_missing_unknown_and_mistyped_fields_are_named(predictor: Predictor, row
 
 def test_ranges_nulls_and_infinities(predictor: Predictor, rows: pd.DataFrame) -> None:
     tenure = predictor.rules.ranges["tenure"]
-    assert tenure.low == 0 and tenure.high == pytest.approx(tenure.train_max * 1.5)
+    # Training range [0, 72] widened by `range_tolerance` spans (3 by default), never below 0.
+    assert predictor.rules.tolerance == 3.0
+    widened = tenure.train_max * (1 + predictor.rules.tolerance)
+    assert tenure.low == 0 and tenure.high == pytest.approx(widened)
     customer = {**record(rows), "tenure": tenure.high + 1, "MonthlyCharges": math.inf, "Partner": None}
     errors = errors_of(predictor, customer)
     assert errors["tenure"].startswith(f"{tenure.high + 1:g} is outside the accepted range [0, ")
@@ -358,6 +361,31 @@ def test_unknown_category_and_out_of_training_range_are_served_and_flagged(
     assert {"code": "outside_training_range", "field": "tenure"} in result["flags"]
     assert len(result["flags"]) == 2  # the integer code 1 is the known category "1"
     assert 0 <= result["churn_probability"] <= 1
+
+
+def test_overlong_categories_are_refused_not_echoed(predictor: Predictor, rows: pd.DataFrame) -> None:
+    huge = "x" * 10_000
+    assert errors_of(predictor, {**record(rows), "Contract": huge}) == {
+        "Contract": "must be at most 256 characters"
+    }
+    frame = rows.head(4).copy()
+    frame.loc[2, "Contract"] = huge
+    checked = predictor.rules.check_frame(frame, first_row=1)
+    assert [(e.row, e.field, e.message) for e in checked.errors] == [
+        (3, "Contract", "must be at most 256 characters")
+    ]
+    assert checked.valid.tolist() == [True, True, False, True]
+
+
+def test_timestamps_in_numeric_columns_are_the_wrong_type(predictor: Predictor, rows: pd.DataFrame) -> None:
+    frame = rows.head(3).copy()
+    frame["tenure"] = pd.to_datetime(["2025-01-01"] * 3)  # e.g. a Parquet column of the wrong type
+    checked = predictor.rules.check_frame(frame, first_row=1)
+    assert [(e.row, e.field) for e in checked.errors] == [(1, "tenure"), (2, "tenure"), (3, "tenure")]
+    assert all(e.message.startswith("expected a number, got '2025-01-01") for e in checked.errors)
+    mixed = rows.head(2).astype(object)
+    mixed.loc[1, "tenure"] = pd.Timestamp("2025-01-01")  # one timestamp among numbers
+    assert [(e.row, e.field) for e in predictor.rules.check_frame(mixed).errors] == [(1, "tenure")]
 
 
 def test_frame_checks_name_every_bad_row(predictor: Predictor, rows: pd.DataFrame) -> None:

@@ -78,8 +78,8 @@ def test_predict_returns_the_contract_with_the_predictors_values(
     result = response.json()
     expected = predictor.score_record(customer).results()[0]
     assert set(result) == {
-        "customer_id", "churn_probability", "health_score", "alert_tier", "reasons", "group_scores", "flags",
-        "model_version",
+        "customer_id", "churn_probability", "health_score", "alert_tier", "model_tier", "escalated_by",
+        "value_tier", "value_score", "priority", "reasons", "group_scores", "flags", "model_version",
     }  # fmt: skip
     assert result["customer_id"] == customer["customer_id"]
     assert result["churn_probability"] == pytest.approx(expected["churn_probability"], abs=1e-12)

@@ -31,6 +31,7 @@ from typing import Any
 
 import mlflow
 import optuna
+import pandas as pd
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
@@ -92,6 +93,7 @@ def run_tune(
     seed: int | None = None,
     *,
     final: bool = True,
+    confirmed_labels: pd.DataFrame | None = None,
 ) -> TuneResult:
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials must be at least 1, not {trials}")
@@ -110,7 +112,7 @@ def run_tune(
         *(dataset_config.name, study_name, where, budget or "no", timeout or "no", seed),
     )
 
-    data = load_lab_data(dataset_config)
+    data = load_lab_data(dataset_config, confirmed_labels)
     split = make_split(data.table, config.split)
     log.info("split (%s, seed %d): %s", split.kind, split.seed, split.sizes())
 
@@ -132,6 +134,8 @@ def run_tune(
     parent_run_id = _parent_run(
         client, experiment, optuna_study, created, dataset_config, config, split, storage, budget, seed
     )
+    if data.label_update is not None:  # the labels are not only the dataset's: say so on the run
+        client.set_tag(parent_run_id, "feedback_labels", data.label_update.format())
 
     runner = TrialRunner.for_split(
         optuna_study,
