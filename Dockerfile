@@ -36,8 +36,14 @@ COPY monitoring ./monitoring
 COPY configs ./configs
 RUN /app/.venv/bin/uv pip install --python /app/.venv/bin/python --no-deps -e .
 
+# Runs as an unprivileged user (uid 10001): the code and the virtualenv are root-owned and read-only to it;
+# it writes only to its state folder (prediction log, model cache for model.on_registry_error=serve_cached).
 USER churnguard
+VOLUME ["/var/lib/churnguard"]
 EXPOSE 3000
+# SIGTERM lets requests in flight finish before the workers exit: give the container at least
+# server.timeout_seconds to stop (docker stop -t 130; Kubernetes terminationGracePeriodSeconds: 130).
+STOPSIGNAL SIGTERM
 # The model URI (CHURNGUARD_MODEL_URI) and the registry (MLFLOW_TRACKING_URI) come from the environment.
 # Without CHURNGUARD_API_KEYS the service refuses 0.0.0.0 unless CHURNGUARD_SERVICE__SERVER__BEHIND_PROXY=true.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

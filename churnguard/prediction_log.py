@@ -19,6 +19,12 @@ Durability: `append` returns after the transaction commits. In WAL mode with `sy
 (default) a commit survives the server being killed (SIGKILL) but not a power cut or an OS crash;
 `synchronous=FULL` also survives those, at the price of an fsync per commit (about 4 ms here).
 PostgreSQL commits with its own `synchronous_commit` setting (on by default).
+
+When the log cannot be written (disk full, file locked by another writer for longer than
+`lock_timeout`, I/O error), `append` raises and nothing is half-written: the transaction rolls back.
+The service answers such a request 503 and acknowledges nothing it did not log; there is no
+in-memory buffer that a crash could lose. `sqlite:///PATH?lock_timeout=SECONDS` (default 30) bounds
+how long a write waits for a lock held by another process.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +54,9 @@ log = logging.getLogger(__name__)
 
 LOG_ENV = "CHURNGUARD_PREDICTION_LOG"
 DEFAULT_BATCH_ROWS = 1_000
+DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a write waits for another process's lock before failing
+_HISTORY_CHUNK = 500  # customer ids per query (SQL parameter limits)
+_HISTORY_CACHE = 512  # decoded batch records kept for score-history reads
 MISSING_CATEGORY = "__missing__"
 OUTPUT_COLUMNS = (
     "logged_at",
@@ -77,6 +87,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     flags TEXT                        -- JSON list of input flags, null when none
 );
 CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions (logged_at);
+CREATE INDEX IF NOT EXISTS predictions_customer ON predictions (customer_id, logged_at);
 CREATE TABLE IF NOT EXISTS prediction_batches (
     id INTEGER PRIMARY KEY,
     logged_at TEXT NOT NULL,
@@ -107,6 +118,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     flags TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions (logged_at);
+CREATE INDEX IF NOT EXISTS predictions_customer ON predictions (customer_id, logged_at);
 CREATE TABLE IF NOT EXISTS prediction_batches (
     id BIGSERIAL PRIMARY KEY,
     logged_at TEXT NOT NULL,
@@ -343,6 +355,7 @@ class PredictionLog:
     def __init__(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
         self.batch_rows = batch_rows
         self._lock = threading.Lock()
+        self._health_cache: dict[tuple, dict[str, int]] = {}  # see health_history
 
     @staticmethod
     def open(
@@ -354,7 +367,8 @@ class PredictionLog:
         if url.startswith(("postgresql://", "postgres://")):
             return PostgresPredictionLog(url, batch_rows)
         if url.startswith("sqlite:///"):
-            return SqlitePredictionLog(Path(url[len("sqlite:///") :]), batch_rows, synchronous)
+            path, _, query = url[len("sqlite:///") :].partition("?")
+            return SqlitePredictionLog(Path(path), batch_rows, synchronous, _lock_timeout(url, query))
         if "://" in url:
             raise ValueError(f"prediction log URL {url!r}: use sqlite:///PATH or postgresql://...")
         return SqlitePredictionLog(Path(url), batch_rows, synchronous)
@@ -424,6 +438,52 @@ class PredictionLog:
         frames.extend(_expand_batch(row) for row in batches)
         return _finish(frames)
 
+    def health_history(self, customer_ids: Sequence[str], since: datetime) -> pd.DataFrame:
+        """customer_id, logged_at (ISO text, UTC) and health_score of these customers since `since`.
+
+        For score-history rules. Reads the rows of small requests and only the outputs of batch
+        records; a decoded batch record is cached by (id, time) as a customer -> health map: it does
+        not change until `compact()` moves it into rows."""
+        wanted = list(dict.fromkeys(str(customer_id) for customer_id in customer_ids))
+        start = _since_text(since)
+        found: list[tuple] = []
+        for offset in range(0, len(wanted), _HISTORY_CHUNK):
+            chunk = wanted[offset : offset + _HISTORY_CHUNK]
+            found += self._query(
+                f"SELECT customer_id, logged_at, health_score FROM predictions WHERE logged_at >= "
+                f"{self.placeholder} AND customer_id IN ({', '.join([self.placeholder] * len(chunk))})",
+                [start, *chunk],
+            )
+        records = self._query(
+            f"SELECT id, logged_at FROM prediction_batches WHERE logged_at >= {self.placeholder}", [start]
+        )
+        for key in records:
+            health = self._batch_health(tuple(key))
+            logged_at = key[1]
+            found += [(c, logged_at, health[c]) for c in wanted if c in health]
+        return pd.DataFrame(found, columns=["customer_id", "logged_at", "health_score"])
+
+    def _batch_health(self, key: tuple) -> dict[str, int]:
+        cache = self._health_cache
+        found = cache.get(key)
+        if found is None:
+            kind, data = self._query(
+                f"SELECT outputs_format, outputs FROM prediction_batches WHERE id = {self.placeholder}",
+                [key[0]],
+            )[0]
+            kind, payload = _unpack(str(kind), bytes(data))
+            if kind == "json":
+                found = {str(r["customer_id"]): r["health_score"] for r in from_json(payload)["results"]}
+            else:
+                frame = pd.read_parquet(io.BytesIO(payload), columns=["customer_id", "health_score"])
+                ids, scores = frame["customer_id"].astype(str).tolist(), frame["health_score"].tolist()
+                found = dict(zip(ids, scores, strict=True))
+            with self._lock:  # workers' threads share the cache
+                if len(cache) >= _HISTORY_CACHE:
+                    cache.pop(next(iter(cache)))
+                cache[key] = found
+        return found
+
     def count(self) -> int:
         """Customers logged (rows plus customers held in batch records)."""
         rows = self._query("SELECT COUNT(*) FROM predictions", [])[0][0]
@@ -469,19 +529,39 @@ class PredictionLog:
         pass
 
 
+def _lock_timeout(url: str, query: str) -> float:
+    options = urllib.parse.parse_qs(query, strict_parsing=bool(query))
+    unknown = set(options) - {"lock_timeout"}
+    if unknown:
+        raise ValueError(f"prediction log URL {url!r}: unknown option(s) {sorted(unknown)}; use lock_timeout")
+    try:
+        seconds = float(options.get("lock_timeout", [DEFAULT_LOCK_TIMEOUT])[-1])
+    except ValueError:
+        raise ValueError(f"prediction log URL {url!r}: lock_timeout must be a number of seconds") from None
+    if not 0 <= seconds <= 3600:
+        raise ValueError(f"prediction log URL {url!r}: lock_timeout must be between 0 and 3600 seconds")
+    return seconds
+
+
 class SqlitePredictionLog(PredictionLog):
-    def __init__(self, path: Path, batch_rows: int = DEFAULT_BATCH_ROWS, synchronous: str = "normal") -> None:
+    def __init__(
+        self,
+        path: Path,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        synchronous: str = "normal",
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
         super().__init__(batch_rows)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per log object, guarded by a lock; processes share the file through SQLite's
         # own locking (WAL lets readers go on while one writer commits).
         self._connection = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            self.path, timeout=lock_timeout, isolation_level=None, check_same_thread=False
         )
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        self._connection.execute("PRAGMA busy_timeout=30000")
+        self._connection.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         with self._transaction() as cursor:
             for statement in _SQLITE_SCHEMA.split(";"):
                 if statement.strip():
@@ -499,10 +579,12 @@ class SqlitePredictionLog(PredictionLog):
             cursor.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
             try:
                 yield cursor
+                cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                # SQLite may already have rolled back (disk full, I/O error): do not mask the cause.
+                if self._connection.in_transaction:
+                    cursor.execute("ROLLBACK")
                 raise
-            cursor.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[object]) -> list[tuple]:
         with self._lock:

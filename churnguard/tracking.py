@@ -8,11 +8,17 @@ with a SQLite store otherwise writes artifacts to `./mlruns` under whatever fold
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from churnguard.settings import state_dir
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -84,3 +90,103 @@ def resolve_model(uri: str, cache_dir: Path | None = None) -> ResolvedModel:
     target.mkdir(parents=True, exist_ok=True)
     path = mlflow.artifacts.download_artifacts(artifact_uri=uri_to_fetch, dst_path=str(target))
     return ResolvedModel(uri, Path(path), name, version)
+
+
+# ---------------------------------------------------------------- the registry unreachable: the last model
+
+
+class RegistryUnavailable(RuntimeError):
+    """The model could not be fetched and no usable cached copy was allowed or found."""
+
+
+def registry_errors() -> tuple[type[BaseException], ...]:
+    """What a registry that is down, locked or unreachable raises: MLflow's own errors, the network's,
+    and SQLAlchemy's (a SQLite or PostgreSQL store fails with those before MLflow wraps them)."""
+    from mlflow.exceptions import MlflowException
+
+    errors: list[type[BaseException]] = [MlflowException, OSError]  # requests' errors are OSErrors
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        errors.append(SQLAlchemyError)
+    except ImportError:  # pragma: no cover - sqlalchemy comes with mlflow
+        pass
+    return tuple(errors)
+
+
+def _definitive(exc: BaseException) -> bool:
+    """The registry answered, and the answer is no (no such model, version or alias): not a fault
+    that a cached copy should paper over."""
+    if isinstance(exc, ValueError):  # a malformed URI
+        return True
+    code = getattr(exc, "error_code", None)
+    return code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED"}
+
+
+def _pointer_path(uri: str) -> Path:
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return state_dir() / "model-cache" / "last-served" / f"{digest}.json"
+
+
+def remember_model(resolved: ResolvedModel) -> None:
+    """Record that `resolved.uri` was last served from `resolved.local_dir` (for `serve_cached`)."""
+    if resolved.version == "local":
+        return
+    pointer = _pointer_path(resolved.uri)
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "uri": resolved.uri,
+        "local_dir": str(resolved.local_dir),
+        "name": resolved.name,
+        "version": resolved.version,
+        "tracking_uri": tracking_uri(),
+        "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    partial = pointer.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(record, indent=2))
+    partial.replace(pointer)  # atomic: a reader never sees half a pointer
+
+
+def cached_model(uri: str) -> tuple[ResolvedModel, str] | None:
+    """The model last served for `uri` on this host, and when it was fetched; None when there is none
+    or its folder is gone."""
+    pointer = _pointer_path(uri)
+    try:
+        record = json.loads(pointer.read_text())
+        local_dir = Path(record["local_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if record.get("uri") != uri or not local_dir.is_dir():
+        return None
+    resolved = ResolvedModel(uri, local_dir, record.get("name"), str(record["version"]))
+    return resolved, str(record["fetched_at"])
+
+
+def resolve_model_for_serving(uri: str, serve_cached: bool = False) -> ResolvedModel:
+    """`resolve_model`, remembered for next time; when the registry is unreachable, the last model
+    served for this URI if `serve_cached`, else RegistryUnavailable saying why."""
+    try:
+        resolved = resolve_model(uri)
+    except (*registry_errors(), ValueError) as exc:
+        reason = f"cannot fetch model {uri} from the registry at {tracking_uri()}: {_first_line(exc)}"
+        if not serve_cached or _definitive(exc):
+            hint = "" if serve_cached else " (model.on_registry_error: serve_cached serves the last model)"
+            raise RegistryUnavailable(reason + hint) from exc
+        cached = cached_model(uri)
+        if cached is None:
+            raise RegistryUnavailable(f"{reason}; and no cached copy of {uri} on this host") from exc
+        resolved, fetched_at = cached
+        log.warning(
+            "%s; serving the cached version %s fetched at %s (model.on_registry_error: serve_cached)",
+            reason,
+            resolved.version,
+            fetched_at,
+        )
+        return resolved
+    remember_model(resolved)
+    return resolved
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

@@ -31,6 +31,11 @@ class ModelSettings(StrictModel):
     alias: str = "champion"
     uri: str | None = Field(None, description="any MLflow model URI or artifact folder; overrides name/alias")
     threads: int = Field(-1, description="CatBoost threads for large batches (-1: all cores)")
+    on_registry_error: Literal["fail", "serve_cached"] = Field(
+        "fail",
+        description="registry unreachable at start: fail saying why, or serve the last model this host "
+        "served for the URI (kept under <state>/model-cache)",
+    )
 
 
 class ServerSettings(StrictModel):

@@ -26,7 +26,7 @@ from typing import Literal
 from churnguard.artifact import ContractError
 from churnguard.predict import Predictor
 from churnguard.settings import state_dir
-from churnguard.tracking import ResolvedModel, resolve_model
+from churnguard.tracking import ResolvedModel, registry_errors, remember_model, resolve_model
 from service.config import ServiceConfig
 from service.payloads import RequestCodec
 
@@ -133,9 +133,10 @@ class ModelHolder:
         return str(MlflowClient().get_model_version_by_alias(name, alias).version)
 
     def check(self, force: bool = True) -> ReloadOutcome:
-        """Swap in the alias's version if it moved; `force` retries a version refused before."""
-        from mlflow.exceptions import MlflowException
+        """Swap in the alias's version if it moved; `force` retries a version refused before.
 
+        A registry that is down or unreachable is not the new version's fault: the old model keeps
+        serving and the next poll asks again."""
         current = self.current
         if self.alias is None:
             return ReloadOutcome(
@@ -145,27 +146,31 @@ class ModelHolder:
             self.last_check = datetime.now(UTC).isoformat(timespec="seconds")
             try:
                 version = self.registry_version()
-            except MlflowException as exc:
-                self.last_error = f"registry lookup failed: {exc}"
+            except registry_errors() as exc:
+                self.last_error = f"registry lookup failed: {_first_line(exc)}"
                 log.warning("%s; still serving version %s", self.last_error, current.version)
                 return ReloadOutcome("refused", current.version, current.version, self.last_error)
             if version == current.version:
+                self.last_error = None  # the registry answers again, and nothing is pending
                 return ReloadOutcome("unchanged", version, current.version)
             if version in self.refused and not force:
                 return ReloadOutcome("refused", current.version, current.version, self.refused[version])
             return self._swap_to(version)
 
     def _swap_to(self, version: str) -> ReloadOutcome:
-        from mlflow.exceptions import MlflowException
-
         previous = self.current
         name, alias = self.alias  # type: ignore[misc]
         started = time.perf_counter()
         try:
             resolved = resolve_model(f"models:/{name}/{version}", cache_dir=self.cache_dir)
-            resolved = ResolvedModel(previous.uri, resolved.local_dir, name, version)
+        except registry_errors() as exc:  # a failed download says nothing about the version: retry
+            self.last_error = f"version {version} of {name} could not be fetched: {_first_line(exc)}"
+            log.warning("%s; still serving version %s", self.last_error, previous.version)
+            return ReloadOutcome("refused", previous.version, previous.version, self.last_error)
+        resolved = ResolvedModel(previous.uri, resolved.local_dir, name, version)
+        try:
             served = build_served(self.config, resolved, self.top_reasons)
-        except (ContractError, MlflowException, OSError, ValueError, KeyError) as exc:
+        except (ContractError, OSError, ValueError, KeyError) as exc:
             message = f"version {version} of {name} cannot be served: {exc}"
             self.refused[version] = message
             self.last_error = message
@@ -183,6 +188,10 @@ class ModelHolder:
             time.perf_counter() - started,
         )
         self._drop_old_downloads(served.local_dir)
+        try:
+            remember_model(resolved)  # the model to fall back on when the registry is down at start
+        except OSError as exc:
+            log.warning("could not record version %s as the last served model: %s", version, exc)
         return ReloadOutcome("reloaded", version, previous.version)
 
     def _report_schema_change(self, previous: ServedModel, served: ServedModel) -> None:
@@ -209,3 +218,8 @@ class ModelHolder:
             "last_error": self.last_error,
             "refused_versions": sorted(self.refused),
         }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

@@ -14,11 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-
 from churnguard.artifact import ContractError, ModelArtifact
 from churnguard.settings import PROJECT_ROOT
-from churnguard.tracking import ResolvedModel, resolve_model
+from churnguard.tracking import RegistryUnavailable, ResolvedModel, resolve_model_for_serving
 from service.config import (
     API_KEYS_ENV,
     MODEL_DIR_ENV,
@@ -67,9 +65,9 @@ def prepare_environment(
         )
     uri = config.model_uri(model_uri)
     try:
-        resolved = resolve_model(uri)
-    except (MlflowException, OSError, ValueError) as exc:  # registry, network, missing alias or folder
-        raise SystemExit(f"cannot fetch model {uri}: {exc}") from None
+        resolved = resolve_model_for_serving(uri, config.model.on_registry_error == "serve_cached")
+    except RegistryUnavailable as exc:  # registry down or unreachable, missing alias, no cached copy
+        raise SystemExit(str(exc)) from None
     try:
         artifact = ModelArtifact.load(resolved.local_dir)
     except ContractError as exc:

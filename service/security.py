@@ -6,7 +6,8 @@
 - `/admin/*` needs an admin key (`CHURNGUARD_ADMIN_API_KEYS`, else an API key), and is closed when
   no key is configured at all.
 - Bodies above `limits.max_body_bytes` get 413 before the app reads them (chunked bodies included).
-- Probes and metrics (`/livez`, `/readyz`, `/healthz`, `/metrics`) are always open.
+- Only the health probes (`/livez`, `/readyz`, `/healthz`) are open. `/metrics` needs a key like every
+  other route (it names model versions and traffic): give Prometheus a bearer token.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 ADMIN_PREFIX = "/admin/"
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -21,19 +22,26 @@ from training.studies import WORKER_ATTR, open_storage
 pytestmark = pytest.mark.slow
 
 BUDGET = 6
+# Each worker says it is ready after its (slow) imports and waits for the go file, so both start the
+# study together: on a loaded machine one worker could otherwise use the whole budget before the
+# other has imported CatBoost.
 WORKER = """
-import dataclasses, json, logging, sys
+import dataclasses, json, logging, os, pathlib, sys, time
 logging.basicConfig(level=logging.INFO)
 from training.tune import run_tune
-storage, study, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
+storage, study, budget, gate = sys.argv[1], sys.argv[2], int(sys.argv[3]), pathlib.Path(sys.argv[4])
+(gate / f"ready-{os.getpid()}").touch()
+deadline = time.monotonic() + 300
+while not (gate / "go").exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
 result = run_tune("telco", trials=budget, timeout=None, storage=storage, study=study, seed=3)
 print("RESULT " + json.dumps(dataclasses.asdict(result)))
 """
 
 
-def start_worker(storage: str, study: str) -> subprocess.Popen:
+def start_worker(storage: str, study: str, gate: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, storage, study, str(BUDGET)],
+        [sys.executable, "-c", WORKER, storage, study, str(BUDGET), str(gate)],
         cwd=PROJECT_ROOT,
         env=dict(os.environ),
         stdout=subprocess.PIPE,
@@ -51,7 +59,14 @@ def result_of(worker: subprocess.Popen) -> dict:
 
 def test_two_workers_share_one_study_and_register_once(lab_store: dict[str, str], tmp_path: Path) -> None:
     storage = str(tmp_path / "studies.journal")
-    workers = [start_worker(storage, "shared"), start_worker(storage, "shared")]
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    workers = [start_worker(storage, "shared", gate), start_worker(storage, "shared", gate)]
+    deadline = time.monotonic() + 300
+    while len(list(gate.glob("ready-*"))) < 2 and time.monotonic() < deadline:
+        assert all(worker.poll() is None for worker in workers), "a worker died before it was ready"
+        time.sleep(0.1)
+    (gate / "go").touch()
     results = [result_of(worker) for worker in workers]
 
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))

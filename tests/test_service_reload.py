@@ -72,8 +72,10 @@ def test_bearer_keys(server: ServerProcess) -> None:
         assert served.status_code == 200 and served.json()["model_version"] == "1"
         assert client.get("/model").status_code == 401
         assert client.get("/docs.json", headers=CLIENT).status_code == 200
-        for probe in ("/livez", "/readyz", "/metrics"):
+        for probe in ("/livez", "/readyz"):
             assert client.get(probe).status_code == 200
+        assert client.get("/metrics").status_code == 401  # it names versions and traffic: a key is needed
+        assert client.get("/metrics", headers=CLIENT).status_code == 200
         assert client.post("/admin/reload", headers=CLIENT).status_code == 401  # a client key is not admin
         unchanged = client.post("/admin/reload", headers=ADMIN)
         assert unchanged.status_code == 200 and unchanged.json()["status"] == "unchanged"

@@ -79,10 +79,11 @@ def test_api_keys_are_required_and_compared(caplog: pytest.LogCaptureFixture) ->
     assert "key-three" not in caplog.text  # a refused key is never logged
 
 
-def test_probes_and_metrics_stay_open() -> None:
+def test_only_the_health_probes_stay_open() -> None:
     middleware = secured()
-    for path in ("/livez", "/readyz", "/healthz", "/metrics"):
+    for path in ("/livez", "/readyz", "/healthz"):
         assert call(middleware, path)[0] == 200
+    assert call(middleware, "/metrics")[0] == 401
 
 
 def test_admin_endpoints_need_an_admin_key() -> None:
