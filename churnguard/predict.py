@@ -879,7 +879,10 @@ def arrow_to_frame(table: object, categorical: Sequence[str]) -> pd.DataFrame:
             column = table.column(name)
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
                 table = table.set_column(table.column_names.index(name), name, column.dictionary_encode())
-    return table.to_pandas()
+    try:
+        return table.to_pandas()
+    except (KeyError, TypeError, ValueError):  # corrupt pandas metadata: the columns themselves still read
+        return table.replace_schema_metadata(None).to_pandas()
 
 
 def csv_options(categorical: Sequence[str]) -> dict[str, object]:

@@ -208,7 +208,7 @@ class RequestCodec:
                 frame = arrow_to_frame(
                     pq.read_table(pa.BufferReader(body)), self.rules.schema.categorical_names
                 )
-            except (pa.ArrowException, OSError) as exc:
+            except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: a non-UTF-8 name
                 raise Rejected(400, f"not a readable Parquet file: {exc}") from None
         else:
             try:

@@ -465,3 +465,13 @@ def test_fuzzed_parquet_uploads_never_get_a_server_error(client: httpx.Client) -
         ).status_code
         == 415
     )
+
+
+def test_parquet_with_corrupt_metadata_or_names_is_read_or_refused(client: httpx.Client) -> None:
+    table = pa.Table.from_pandas(_valid_frame(), preserve_index=False)
+    broken_pandas_metadata = table.replace_schema_metadata({b"pandas": b'{"columns": [{"no": "name"}]}'})
+    response = _send_upload(client, _parquet(broken_pandas_metadata), "parquet", multipart=False)
+    assert response.status_code == 200 and response.json()["count"] == 12  # the columns still read
+    not_utf8 = _parquet(table).replace(b"gender", b"\xa9ender")  # a column name that is not UTF-8
+    for multipart in (False, True):
+        assert_refused(_send_upload(client, not_utf8, "parquet", multipart), 400)
