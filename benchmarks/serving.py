@@ -261,6 +261,7 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="worker processes, for the service, floor and peer"
     )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (model, logs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
