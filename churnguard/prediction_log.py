@@ -439,11 +439,14 @@ class PredictionLog:
         return _finish(frames)
 
     def health_history(self, customer_ids: Sequence[str], since: datetime) -> pd.DataFrame:
-        """customer_id, logged_at (ISO text, UTC) and health_score of these customers since `since`.
+        """customer_id, logged_at (ISO text, UTC) and health_score of these customers since `since`:
+        every row score, and from batch records only the oldest record holding each customer, which
+        is all a customer's oldest score in the window needs (see `churnguard.history`).
 
-        For score-history rules. Reads the rows of small requests and only the outputs of batch
-        records; a decoded batch record is cached by (id, time) as a customer -> health map: it does
-        not change until `compact()` moves it into rows."""
+        For score-history rules, on the prediction path. Reads the rows of small requests and only the
+        outputs of batch records, oldest first, and stops once every customer has been found; a
+        decoded batch record is cached by (id, time) as a customer -> health map: it does not change
+        until `compact()` moves it into rows."""
         wanted = list(dict.fromkeys(str(customer_id) for customer_id in customer_ids))
         start = _since_text(since)
         found: list[tuple] = []
@@ -455,12 +458,18 @@ class PredictionLog:
                 [start, *chunk],
             )
         records = self._query(
-            f"SELECT id, logged_at FROM prediction_batches WHERE logged_at >= {self.placeholder}", [start]
+            f"SELECT id, logged_at FROM prediction_batches WHERE logged_at >= {self.placeholder} "
+            "ORDER BY logged_at, id",
+            [start],
         )
+        remaining = wanted
         for key in records:
+            if not remaining:
+                break  # a later record cannot hold anyone's oldest score
             health = self._batch_health(tuple(key))
             logged_at = key[1]
-            found += [(c, logged_at, health[c]) for c in wanted if c in health]
+            found += [(c, logged_at, health[c]) for c in remaining if c in health]
+            remaining = [c for c in remaining if c not in health]
         return pd.DataFrame(found, columns=["customer_id", "logged_at", "health_score"])
 
     def _batch_health(self, key: tuple) -> dict[str, int]:
