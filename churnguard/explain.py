@@ -42,12 +42,18 @@ from catboost import CatBoostClassifier, Pool
 from pydantic_core import to_json
 
 from churnguard.config import UsageError
-from churnguard.features import TREND_BASELINE_DAYS
-from churnguard.schema import FeatureSchema, FeatureSpec
+from churnguard.messages import (  # noqa: F401  (describe, describe_zh: re-exported)
+    MISSING_CATEGORY,
+    Language,
+    ReferenceRanks,
+    describe,
+    describe_in,
+    describe_zh,
+)
+from churnguard.schema import FeatureSchema
 
 log = logging.getLogger(__name__)
 
-MISSING_CATEGORY = "__missing__"  # FeatureSchema.coerce's spelling of a missing category
 MAX_TABLE_DEPTH = 8  # deeper trees make the per-leaf tables too large; CatBoost's own call is used then
 VERIFY_ROWS = 200  # reference rows on which the tables must match CatBoost's ShapValues
 VERIFY_TOLERANCE = 1e-6
@@ -391,140 +397,6 @@ class ShapExplainer:
 # ---------------------------------------------------------------------------------------------- reasons
 
 
-@dataclass(frozen=True)
-class ReferenceRanks:
-    """Sorted reference values of numeric static features, to say where a value sits among customers."""
-
-    sorted_values: dict[str, np.ndarray]
-
-    @classmethod
-    def from_frame(cls, schema: FeatureSchema, reference: pd.DataFrame) -> ReferenceRanks:
-        ranks = {}
-        for spec in schema.features:
-            if spec.categorical or spec.kind != "static" or spec.name not in reference.columns:
-                continue
-            values = pd.to_numeric(reference[spec.name], errors="coerce").to_numpy(dtype=float)
-            values = np.sort(values[np.isfinite(values)])
-            if values.size >= 20:  # too few customers to speak of shares
-                ranks[spec.name] = values
-        return cls(ranks)
-
-    def context(self, name: str, value: float) -> str:
-        values = self.sorted_values.get(name)
-        if values is None:
-            return ""
-        below = np.searchsorted(values, value, side="left") / values.size
-        above = 1.0 - np.searchsorted(values, value, side="right") / values.size
-        if above >= 0.5:
-            return f" (lower than {above:.0%} of customers)"
-        if below >= 0.5:
-            return f" (higher than {below:.0%} of customers)"
-        return ""
-
-
-def _number(value: float) -> str:
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.2f}".rstrip("0").rstrip(".")
-
-
-def describe(spec: FeatureSpec, value: object, ranks: ReferenceRanks | None = None) -> str:
-    """A short, human message about one feature's value, phrased from its FeatureSpec."""
-    label = spec.label or spec.event_type or spec.name
-    missing = value is None or value == MISSING_CATEGORY or (isinstance(value, float) and math.isnan(value))
-    if spec.categorical:
-        return f"{spec.name} is missing" if missing else f"{spec.name} is {value}"
-    if spec.kind == "days_since_last":
-        return f"no {label} on record" if missing else f"no {label} for {_number(round(float(value)))} days"
-    if spec.kind == "trend":
-        if missing:
-            return f"no {label} in the previous {TREND_BASELINE_DAYS} days to compare with"
-        change = float(value) - 1.0
-        if abs(change) < 0.005:
-            return f"{label} steady against the previous {TREND_BASELINE_DAYS} days"
-        direction = "down" if change < 0 else "up"
-        return f"{label} {direction} {abs(change):.0%} against the previous {TREND_BASELINE_DAYS} days"
-    if missing:
-        return f"{spec.name} is missing"
-    number = float(value)
-    window = f"the last {spec.window_days} days" if spec.window_days else "the period"
-    if spec.kind == "tenure":
-        return f"customer for {_number(round(number))} days"
-    if spec.kind == "count":
-        return f"no {label} in {window}" if number == 0 else f"{_number(number)} {label} in {window}"
-    if spec.kind == "sum":
-        return (
-            f"no {label} in {window}" if number == 0 else f"{label} totalling {_number(number)} in {window}"
-        )
-    if spec.kind == "mean":
-        return f"{label} averaging {_number(number)} over {window}"
-    context = ranks.context(spec.name, number) if ranks else ""
-    return f"{spec.name} is {_number(number)}{context}"
-
-
-# Chinese names of the event types the CRM data uses; other types keep their own name.
-EVENT_LABELS_ZH = {
-    "login": "登录",
-    "feature_use": "功能使用",
-    "order": "订单",
-    "payment": "付款",
-    "ticket": "支持工单",
-    "complaint": "投诉",
-    "csat": "满意度评分",
-    "nps": "NPS 评分",
-    "email_open": "邮件打开",
-    "webinar": "网络研讨会参与",
-    "contact_change": "关键联系人变更",
-}
-
-
-def _context_zh(ranks: ReferenceRanks | None, name: str, value: float) -> str:
-    values = ranks.sorted_values.get(name) if ranks else None
-    if values is None:
-        return ""
-    below = np.searchsorted(values, value, side="left") / values.size
-    above = 1.0 - np.searchsorted(values, value, side="right") / values.size
-    if above >= 0.5:
-        return f"（低于 {above:.0%} 的客户）"
-    if below >= 0.5:
-        return f"（高于 {below:.0%} 的客户）"
-    return ""
-
-
-def describe_zh(spec: FeatureSpec, value: object, ranks: ReferenceRanks | None = None) -> str:
-    """`describe` in Simplified Chinese."""
-    label = EVENT_LABELS_ZH.get(spec.event_type or "", spec.label or spec.event_type or spec.name)
-    missing = value is None or value == MISSING_CATEGORY or (isinstance(value, float) and math.isnan(value))
-    if spec.categorical:
-        return f"{spec.name} 缺失" if missing else f"{spec.name} 为 {value}"
-    if spec.kind == "days_since_last":
-        return f"没有{label}记录" if missing else f"已 {_number(round(float(value)))} 天没有{label}"
-    if spec.kind == "trend":
-        if missing:
-            return f"此前 {TREND_BASELINE_DAYS} 天没有{label}，无从比较"
-        change = float(value) - 1.0
-        if abs(change) < 0.005:
-            return f"{label}与此前 {TREND_BASELINE_DAYS} 天持平"
-        direction = "下降" if change < 0 else "上升"
-        return f"{label}较此前 {TREND_BASELINE_DAYS} 天{direction} {abs(change):.0%}"
-    if missing:
-        return f"{spec.name} 缺失"
-    number = float(value)
-    window = f"近 {spec.window_days} 天" if spec.window_days else "统计期内"
-    if spec.kind == "tenure":
-        return f"已合作 {_number(round(number))} 天"
-    if spec.kind == "count":
-        return f"{window}没有{label}" if number == 0 else f"{window}{label} {_number(number)} 次"
-    if spec.kind == "sum":
-        return f"{window}没有{label}" if number == 0 else f"{window}{label}合计 {_number(number)}"
-    if spec.kind == "mean":
-        return f"{window}{label}平均 {_number(number)}"
-    return f"{spec.name} 为 {_number(number)}{_context_zh(ranks, spec.name, number)}"
-
-
-DESCRIBE = {"en": describe, "zh": describe_zh}
-
-
 class ReasonBuilder:
     """Turns contributions into the top reasons and per-group sub-scores."""
 
@@ -574,7 +446,7 @@ class ReasonBuilder:
             values[mask] = np.asarray(column(feature), dtype=object)[np.nonzero(mask)[0]]
         return Explanations(self, chosen, impacts, values)
 
-    def fragments(self, feature: int, value: object, language: str = "en") -> _Fragments:
+    def fragments(self, feature: int, value: object, language: Language = "en") -> _Fragments:
         """Message and JSON pieces of one (feature, value, language), cached: they repeat across
         customers."""
         if value != value or value == MISSING_CATEGORY:  # NaN or a missing category
@@ -583,7 +455,7 @@ class ReasonBuilder:
         found = self._fragments.get(key)
         if found is None:
             spec = self.specs[feature]
-            message = DESCRIBE[language](spec, value, self.ranks)
+            message = describe_in(language, spec, value, self.ranks)
             head = to_json({"feature": spec.name, "group": spec.group, "value": value})[1:-1]
             tail = b',"message":' + to_json(message) + b"}"
             found = _Fragments(
@@ -619,7 +491,7 @@ class Explanations:
     def __len__(self) -> int:
         return len(self.chosen)
 
-    def _rows(self, language: str) -> Iterator[list[tuple[_Fragments, float, int]]]:
+    def _rows(self, language: Language) -> Iterator[list[tuple[_Fragments, float, int]]]:
         fragments = self.builder.fragments
         for features, impacts, values in zip(
             self.chosen.tolist(), self.impacts.tolist(), self.values.tolist(), strict=True
@@ -629,7 +501,7 @@ class Explanations:
                 for feature, impact, value in zip(features, impacts, values, strict=True)
             ]
 
-    def dicts(self, language: str = "en") -> list[list[dict]]:
+    def dicts(self, language: Language = "en") -> list[list[dict]]:
         names = self.builder.names
         return [
             [
@@ -646,7 +518,7 @@ class Explanations:
             for row in self._rows(language)
         ]
 
-    def json_rows(self, language: str = "en") -> list[bytes]:
+    def json_rows(self, language: Language = "en") -> list[bytes]:
         """Each row's reasons as a JSON array (the same document `dicts` would encode to).
 
         Built column-wise: one fragment lookup per distinct (feature, value), then element-wise

@@ -35,6 +35,8 @@ DEFAULT_WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90, 180)
 # The trend compares the recent window with the baseline window just before it, as rates per day.
 TREND_RECENT_DAYS = 30
 TREND_BASELINE_DAYS = 90
+# Month over month: the last 30 days against the 30 days just before them.
+MOM_DAYS = 30
 
 _SECOND_NS = 1_000_000_000
 _DAY_SECONDS = 86_400
@@ -261,22 +263,55 @@ def event_feature_specs(
             if spec.has_value:
                 specs.append(_event_spec(event_type, spec, f"sum_{window}d", "sum", window))
                 specs.append(_event_spec(event_type, spec, f"mean_{window}d", "mean", window))
+                specs.append(_event_spec(event_type, spec, f"max_{window}d", "max", window))
         trend_name = f"trend_{TREND_RECENT_DAYS}_{TREND_BASELINE_DAYS}"
         specs.append(_event_spec(event_type, spec, trend_name, "trend", TREND_RECENT_DAYS))
+        specs.append(_event_spec(event_type, spec, "mom", "mom", MOM_DAYS))
         specs.append(_event_spec(event_type, spec, "days_since_last", "days_since_last", None))
+        if spec.has_value:
+            specs.append(_event_spec(event_type, spec, "last", "last", None))
+            specs.append(_event_spec(event_type, spec, "previous", "previous", None))
     return specs
 
 
-def _rate_ratio(recent: np.ndarray, baseline: np.ndarray) -> np.ndarray:
-    """(recent / 30 days) / (baseline / 90 days); NaN where the baseline had no events.
+def _rate_ratio(recent: np.ndarray, baseline: np.ndarray, recent_days: int, baseline_days: int) -> np.ndarray:
+    """(recent / recent_days) / (baseline / baseline_days); NaN where the baseline had no events.
 
     NaN rather than inf or a cap: with no baseline there is no rate to compare against, and the
     count features already say whether the customer is new to this activity.
     """
     ratio = np.full(recent.shape, np.nan)
     known = baseline > 0
-    ratio[known] = (recent[known] / TREND_RECENT_DAYS) / (baseline[known] / TREND_BASELINE_DAYS)
+    ratio[known] = (recent[known] / recent_days) / (baseline[known] / baseline_days)
     return ratio
+
+
+def _window_max(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Largest non-missing value of `values[starts[i]:ends[i]]` per row; NaN when there is none.
+
+    One `fmax.reduceat` over interleaved (start, end) bounds: every even slot reduces a window, the odd
+    slots reduce the gaps between them and are dropped. Rows sorted by block and time keep those gaps
+    short, so the whole pass reads each event about once per window.
+    """
+    result = np.full(starts.shape, np.nan)
+    some = ends > starts
+    if not some.any():
+        return result
+    padded = np.append(values, np.nan)  # an end equal to len(values) stays a valid reduceat index
+    bounds = np.empty(2 * starts.size, dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts, ends
+    with np.errstate(invalid="ignore"):
+        reduced = np.fmax.reduceat(padded, bounds)[0::2]
+    result[some] = reduced[some]
+    return result
+
+
+def _value_before(values: np.ndarray, positions: np.ndarray, starts: np.ndarray, back: int) -> np.ndarray:
+    """The value of the block's `back`-th latest event before `positions` (1 = latest); NaN without one."""
+    result = np.full(positions.shape, np.nan)
+    present = positions - back >= starts
+    result[present] = values[positions[present] - back]
+    return result
 
 
 def _mean(total: np.ndarray, n_values: np.ndarray) -> np.ndarray:
@@ -297,7 +332,9 @@ def _type_features(
     windows: tuple[int, ...],
 ) -> dict[str, np.ndarray]:
     """All columns of one event type for rows given as (block, observation second), in `windows` order."""
-    lookbacks = sorted({0, *windows, TREND_RECENT_DAYS, TREND_RECENT_DAYS + TREND_BASELINE_DAYS})
+    lookbacks = sorted(
+        {0, *windows, TREND_RECENT_DAYS, TREND_RECENT_DAYS + TREND_BASELINE_DAYS, MOM_DAYS, 2 * MOM_DAYS}
+    )
     position = {days: index.positions(blocks, seconds - days * _DAY_SECONDS) for days in lookbacks}
     starts = index.block_starts(blocks)
     now = position[0]
@@ -313,15 +350,24 @@ def _type_features(
             n_valued = valued_before[now] - valued_before[position[window]]
             columns[f"{event_type}__sum_{window}d"] = window_sum
             columns[f"{event_type}__mean_{window}d"] = _mean(window_sum, n_valued)
+            columns[f"{event_type}__max_{window}d"] = _window_max(index.values, position[window], now)
 
     recent = now - position[TREND_RECENT_DAYS]
     baseline = position[TREND_RECENT_DAYS] - position[TREND_RECENT_DAYS + TREND_BASELINE_DAYS]
-    columns[f"{event_type}__trend_{TREND_RECENT_DAYS}_{TREND_BASELINE_DAYS}"] = _rate_ratio(recent, baseline)
+    columns[f"{event_type}__trend_{TREND_RECENT_DAYS}_{TREND_BASELINE_DAYS}"] = _rate_ratio(
+        recent, baseline, TREND_RECENT_DAYS, TREND_BASELINE_DAYS
+    )
+    this_month = now - position[MOM_DAYS]
+    last_month = position[MOM_DAYS] - position[2 * MOM_DAYS]
+    columns[f"{event_type}__mom"] = _rate_ratio(this_month, last_month, MOM_DAYS, MOM_DAYS)
 
     days_since_last = np.full(blocks.shape, np.nan)
     seen = now > starts
     days_since_last[seen] = (seconds[seen] - index.latest_seconds(now[seen] - 1)) / _DAY_SECONDS
     columns[f"{event_type}__days_since_last"] = days_since_last
+    if spec.has_value:
+        columns[f"{event_type}__last"] = _value_before(index.values, now, starts, 1)
+        columns[f"{event_type}__previous"] = _value_before(index.values, now, starts, 2)
     return columns
 
 
@@ -331,7 +377,8 @@ def event_features(
     event_types: Mapping[str, EventTypeSpec],
     windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS,
 ) -> tuple[pd.DataFrame, list[FeatureSpec]]:
-    """Windowed counts, sums, means, trend and recency per event type, as of each population row.
+    """Windowed counts, sums, means and maxima, trends, recency and latest values per event type, as of
+    each population row.
 
     `events`: customer_id, timestamp (datetime64), type, value (float, NaN allowed; read only for types
     with `has_value`). `population`: customer_id, observation_date (midnights). Only events with
@@ -340,12 +387,16 @@ def event_features(
     gets its columns, so the schema does not depend on the data.
 
     Columns per type, in this order: for each window `{type}__count_{w}d`, and with values also
-    `{type}__sum_{w}d` (0 without events; missing values skipped) and `{type}__mean_{w}d` (mean of the
-    non-missing values, NaN without any); then `{type}__trend_30_90`, the rate ratio
-    (count in [t-30d, t) / 30) / (count in [t-120d, t-30d) / 90), NaN when that earlier 90-day window
-    has no events (0 when only the recent one is empty); and `{type}__days_since_last`, t minus the last
-    event before t in fractional days at whole-second resolution, NaN when there is none.
-    All float64, aligned with `population` (same index, same order).
+    `{type}__sum_{w}d` (0 without events; missing values skipped), `{type}__mean_{w}d` and
+    `{type}__max_{w}d` (mean and largest of the non-missing values, NaN without any); then
+    `{type}__trend_30_90`, the rate ratio (count in [t-30d, t) / 30) / (count in [t-120d, t-30d) / 90),
+    NaN when that earlier 90-day window has no events (0 when only the recent one is empty);
+    `{type}__mom`, month over month: count in [t-30d, t) / count in [t-60d, t-30d), NaN likewise;
+    `{type}__days_since_last`, t minus the last event before t in fractional days at whole-second
+    resolution, NaN when there is none; and with values `{type}__last` and `{type}__previous`, the
+    values of the latest event before t and of the one before it (NaN without one, or when that event
+    has no value). Events of the same day count in input order for those two (`load_events` sorts by
+    customer and time). All float64, aligned with `population` (same index, same order).
     """
     windows = _check_windows(windows_days)
     _require_columns(events, [ID_COLUMN, TIMESTAMP_COLUMN, TYPE_COLUMN], "events")

@@ -3,7 +3,9 @@
 A rule is YAML only (configs/scoring.yaml, `rules:`): a stable code, a severity, the conditions that
 must all hold, and a message in English and Simplified Chinese. A condition reads one number:
 - `event` + `measure` (+ `window_days`): an event feature of the model, e.g. order count over 90 days
-  (`order__count_90d`); `trend` is the last 30 days' rate against the 90 days before, as a ratio;
+  (`order__count_90d`); windowed: count, sum, mean, max; without a window: `trend` (the last 30 days'
+  rate against the 90 days before, as a ratio), `mom` (the last 30 days against the 30 before),
+  `days_since_last`, `last` and `previous` (the values of the latest event and of the one before);
 - `feature`: any numeric feature by name (static attributes, snapshot models);
 - `history: health_drop` + `window_days`: the customer's health score at the start of the window
   (the oldest score logged in it) minus the health score now, from the prediction log.
@@ -29,15 +31,16 @@ from pydantic import Field, model_validator
 from pydantic_core import to_json
 
 from churnguard.config import StrictModel
-from churnguard.features import TREND_BASELINE_DAYS, TREND_RECENT_DAYS
+from churnguard.features import MOM_DAYS, TREND_BASELINE_DAYS, TREND_RECENT_DAYS
+from churnguard.messages import Language
 from churnguard.schema import FeatureSchema, SignalGroup
 from churnguard.tiers import TIER_RANK, TIERS, Tier
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
-Measure = Literal["count", "sum", "mean", "trend", "days_since_last"]
+Measure = Literal["count", "sum", "mean", "max", "trend", "mom", "days_since_last", "last", "previous"]
+WINDOWED_MEASURES = frozenset({"count", "sum", "mean", "max"})
 Operator = Literal["<", "<=", "==", "!=", ">=", ">"]
-Language = Literal["en", "zh"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
 RULE_CODE_PREFIX = "rule:"
 HEALTH_DROP = "health_drop"
@@ -50,6 +53,8 @@ _OPERATORS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     ">=": np.greater_equal,
     ">": np.greater,
 }
+# The window a change measure's {window} names: the recent period it compares.
+_CHANGE_WINDOWS = {"trend": TREND_RECENT_DAYS, "mom": MOM_DAYS}
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _PLACEHOLDERS = ("value", "threshold", "window", "percent", "times")
 
@@ -76,14 +81,18 @@ class Condition(StrictModel):
             raise ValueError("give exactly one of `event` (with `measure`), `feature` or `history`")
         if self.event is not None:
             if self.measure is None:
-                raise ValueError("`event` needs a `measure`: count, sum, mean, trend or days_since_last")
-            windowed = self.measure in {"count", "sum", "mean"}
+                raise ValueError(
+                    "`event` needs a `measure`: count, sum, mean, max, trend, mom, days_since_last, last "
+                    "or previous"
+                )
+            windowed = self.measure in WINDOWED_MEASURES
             if windowed and self.window_days is None:
                 raise ValueError(f"measure `{self.measure}` needs `window_days` (e.g. 30 or 90)")
             if not windowed and self.window_days is not None:
                 raise ValueError(
                     f"measure `{self.measure}` has no window: leave out `window_days` (the trend always "
-                    f"compares the last {TREND_RECENT_DAYS} days with the {TREND_BASELINE_DAYS} before)"
+                    f"compares the last {TREND_RECENT_DAYS} days with the {TREND_BASELINE_DAYS} before, "
+                    f"mom the last {MOM_DAYS} with the {MOM_DAYS} before)"
                 )
         elif self.measure is not None:
             raise ValueError("`measure` goes with `event`")
@@ -102,9 +111,9 @@ class Condition(StrictModel):
             return None
         if self.measure == "trend":
             return f"{self.event}__trend_{TREND_RECENT_DAYS}_{TREND_BASELINE_DAYS}"
-        if self.measure == "days_since_last":
-            return f"{self.event}__days_since_last"
-        return f"{self.event}__{self.measure}_{self.window_days}d"
+        if self.measure in WINDOWED_MEASURES:
+            return f"{self.event}__{self.measure}_{self.window_days}d"
+        return f"{self.event}__{self.measure}"
 
 
 class Messages(StrictModel):
@@ -348,7 +357,7 @@ def render(config: RuleConfig, values: Sequence[float], language: Language) -> s
     for position, (condition, value) in enumerate(zip(config.when, values, strict=True)):
         suffix = _suffix(position)
         value = float(value)
-        window = condition.window_days or (TREND_RECENT_DAYS if condition.measure == "trend" else None)
+        window = condition.window_days or _CHANGE_WINDOWS.get(condition.measure or "")
         fields[f"value{suffix}"] = _number(value)
         fields[f"threshold{suffix}"] = _number(condition.value)
         fields[f"window{suffix}"] = str(window) if window else ""

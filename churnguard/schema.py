@@ -20,7 +20,9 @@ SignalGroup = Literal[
 SIGNAL_GROUPS: tuple[str, ...] = SignalGroup.__args__  # type: ignore[attr-defined]
 
 # What a feature measures; `static` is a customer attribute, the rest are computed from events.
-FeatureKind = Literal["static", "tenure", "count", "sum", "mean", "trend", "days_since_last"]
+FeatureKind = Literal[
+    "static", "tenure", "count", "sum", "mean", "max", "trend", "mom", "days_since_last", "last", "previous"
+]
 
 ID_COLUMN = "customer_id"
 OBSERVATION_COLUMN = "observation_date"

@@ -87,12 +87,19 @@ def test_windowed_order_features_at_t(hand_features: pd.DataFrame) -> None:
         "order__count_180d": 7,  # + t-100d, t-120d, t-120d-1s
         "order__sum_180d": 183.0,
         "order__mean_180d": 30.5,
+        "order__max_7d": 5.0,
+        "order__max_30d": 10.0,
+        "order__max_90d": 20.0,
+        "order__max_180d": 100.0,
         # 3 events in [t-30, t) against 3 in [t-120, t-30): (3/30) / (3/90)
         "order__trend_30_90": 3.0,
+        "order__mom": 3.0,  # 3 in [t-30, t) against 1 (t-60d is exactly on [t-60, t-30)'s start)
         "order__days_since_last": 1 / 86_400,
+        "order__last": 5.0,  # t-1s
     }
     for name, value in expected.items():
         assert row[name] == pytest.approx(value, rel=1e-12), name
+    assert np.isnan(row["order__previous"])  # the order before the latest (t-3d) had no value
 
 
 def test_windowed_order_features_a_month_later(hand_features: pd.DataFrame) -> None:
@@ -108,7 +115,10 @@ def test_windowed_order_features_a_month_later(hand_features: pd.DataFrame) -> N
     assert row["order__sum_180d"] == pytest.approx(1183.0)
     assert row["order__mean_180d"] == pytest.approx(169.0)
     assert row["order__trend_30_90"] == 0.0  # nothing recent against 5 in the baseline
+    assert row["order__mom"] == 0.0  # nothing in [T2-30, T2) against 3 in [T2-60, T2-30)
+    assert row["order__max_90d"] == 1000.0 and np.isnan(row["order__max_30d"])
     assert row["order__days_since_last"] == pytest.approx(31.0)
+    assert (row["order__last"], row["order__previous"]) == (1000.0, 5.0)  # T, then T-1s
 
 
 def test_logins_and_zero_denominator_trend(hand_features: pd.DataFrame) -> None:
@@ -127,16 +137,20 @@ def test_logins_and_zero_denominator_trend(hand_features: pd.DataFrame) -> None:
     assert b_at_t["order__count_180d"] == 0 and b_at_t["order__sum_180d"] == 0.0
     assert np.isnan(b_at_t["order__mean_180d"])
     assert np.isnan(b_at_t["order__trend_30_90"]) and np.isnan(b_at_t["order__days_since_last"])
+    assert b_at_t[["order__max_180d", "order__last", "order__previous", "order__mom"]].isna().all()
+    assert np.isnan(a_at_t["login__mom"])  # no logins in [t-60, t-30) to compare with
 
 
 def test_unknown_types_ignored_and_absent_types_keep_their_columns(hand_features: pd.DataFrame) -> None:
     assert not any(name.startswith("pageview") for name in hand_features.columns)
     refund = hand_features[[name for name in hand_features.columns if name.startswith("refund__")]]
-    assert refund.shape[1] == 4 * 3 + 2
+    assert refund.shape[1] == 4 * 4 + 5  # count, sum, mean, max per window; trend, mom, recency, last two
     assert (refund.filter(like="__count_") == 0).all().all()
     assert (refund.filter(like="__sum_") == 0).all().all()
     assert refund.filter(like="__mean_").isna().all().all()
-    assert refund[["refund__trend_30_90", "refund__days_since_last"]].isna().all().all()
+    assert refund.filter(like="__max_").isna().all().all()
+    others = ["trend_30_90", "mom", "days_since_last", "last", "previous"]
+    assert refund[[f"refund__{name}" for name in others]].isna().all().all()
 
 
 def test_schema_is_the_same_with_or_without_events(hand_events: pd.DataFrame) -> None:
@@ -163,8 +177,11 @@ def test_feature_specs_describe_each_column() -> None:
     }
     assert specs["login__trend_30_90"].kind == "trend" and specs["login__trend_30_90"].window_days == 30
     assert specs["login__days_since_last"].window_days is None
+    assert specs["login__mom"].kind == "mom" and specs["login__mom"].window_days == 30
+    assert specs["order__max_7d"].kind == "max" and specs["order__last"].kind == "last"
+    assert specs["order__previous"].window_days is None
     assert specs["login__count_7d"].group == "activity"
-    assert "login__sum_7d" not in specs  # logins carry no value
+    assert not {"login__sum_7d", "login__max_7d", "login__last"} & set(specs)  # logins carry no value
     FeatureSchema(features=list(specs.values()))  # a valid schema
 
 
@@ -213,10 +230,18 @@ def naive_features(events: pd.DataFrame, customer: str, as_of: pd.Timestamp) -> 
             if spec.has_value:
                 expected[f"{event_type}__sum_{window}d"] = in_window.value.sum()
                 expected[f"{event_type}__mean_{window}d"] = in_window.value.mean()
+                expected[f"{event_type}__max_{window}d"] = in_window.value.max()
         recent, baseline = len(between(30, 0)), len(between(120, 30))
         expected[f"{event_type}__trend_30_90"] = (recent / 30) / (baseline / 90) if baseline else np.nan
+        previous_month = len(between(60, 30))
+        expected[f"{event_type}__mom"] = recent / previous_month if previous_month else np.nan
         last = past.timestamp.max()
         expected[f"{event_type}__days_since_last"] = (as_of - last) / DAY if len(past) else np.nan
+        if spec.has_value:
+            # By day, and within a day in input order (the documented tie rule).
+            in_order = past.assign(day=past.timestamp.dt.floor("D")).sort_values("day", kind="stable")
+            expected[f"{event_type}__last"] = in_order.value.iloc[-1] if len(past) >= 1 else np.nan
+            expected[f"{event_type}__previous"] = in_order.value.iloc[-2] if len(past) >= 2 else np.nan
     return expected
 
 

@@ -116,12 +116,21 @@ def test_no_order_in_90_days() -> None:
 
 def test_activity_down_half_month_over_month() -> None:
     base = without(steady_history("a"), "login")
-    before = [("c", T - d * DAY, "login", np.nan) for d in range(31, 121, 3)]  # 30 logins in 90 days
+    before = [("c", T - d * DAY, "login", np.nan) for d in range(31, 121, 3)]  # 10 in [t-60, t-30)
     halved = [("c", T - d * DAY, "login", np.nan) for d in (2, 6, 10, 14, 18)]  # 5 in 30 days: -50%
     six = [("c", T - d * DAY, "login", np.nan) for d in (2, 6, 10, 14, 18, 22)]  # 6 in 30 days: -40%
-    result = hits_for({"halved": base + before + halved, "down_40": base + before + six})
+    # Quiet before the last two months: only the month before counts, not a longer baseline.
+    recent_month = [("c", T - d * DAY, "login", np.nan) for d in range(31, 61, 3)]  # 10 in [t-60, t-30)
+    result = hits_for(
+        {
+            "halved": base + before + halved,
+            "down_40": base + before + six,
+            "halved_no_history": base + recent_month + halved,
+        }
+    )
     assert "rule:activity_drop" in result["halved"]
     assert "rule:activity_drop" not in result["down_40"]
+    assert "rule:activity_drop" in result["halved_no_history"]
 
 
 def test_no_login_for_30_days() -> None:
@@ -139,27 +148,39 @@ def test_no_login_for_30_days() -> None:
     assert "rule:no_recent_login" not in result["logged_in_day_29"]
 
 
-def test_two_low_csat_scores() -> None:
+def test_two_consecutive_low_csat_scores() -> None:
     base = without(steady_history("a"), "csat")
-    two_low = [("x", T - 40 * DAY, "csat", 2.0), ("x", T - 10 * DAY, "csat", 1.0)]
-    one_low = [("x", T - 10 * DAY, "csat", 1.0)]
-    low_and_good = [("x", T - 40 * DAY, "csat", 2.0), ("x", T - 10 * DAY, "csat", 4.0)]
-    result = hits_for({"two_low": base + two_low, "one_low": base + one_low, "mixed": base + low_and_good})
-    assert "rule:low_csat_repeated" in result["two_low"]
-    assert "rule:low_csat_repeated" not in result["one_low"]
-    assert "rule:low_csat_repeated" not in result["mixed"]
+    answers = {
+        "two_low": [(150, 5.0), (40, 2.0), (10, 1.0)],
+        "one_low": [(10, 1.0)],
+        "low_then_good": [(40, 2.0), (10, 4.0)],
+        "not_consecutive": [(60, 1.0), (40, 4.0), (10, 2.0)],  # two lows, a good answer between them
+        "two_low_long_ago": [(170, 1.0), (160, 2.0)],  # consecutive whenever they were given
+    }
+    result = hits_for(
+        {
+            name: base + [("x", T - d * DAY, "csat", score) for d, score in rows]
+            for name, rows in answers.items()
+        }
+    )
+    hit = {name for name, codes in result.items() if "rule:low_csat_repeated" in codes}
+    assert hit == {"two_low", "two_low_long_ago"}
 
 
 def test_payment_overdue_more_than_60_days() -> None:
-    base = without(steady_history("a"), "payment")
+    base = steady_history("a")  # punctual monthly payments
     result = hits_for(
         {
             "overdue": [*base, ("x", T - 5 * DAY, "payment", 75.0)],
+            "one_among_punctual": [*base, ("x", T - 80 * DAY, "payment", 61.0)],  # mean 90 days: 15
             "sixty": [*base, ("x", T - 5 * DAY, "payment", 60.0)],
+            "before_the_window": [*base, ("x", T - 100 * DAY, "payment", 90.0)],
         }
     )
     assert "rule:payment_overdue" in result["overdue"]
+    assert "rule:payment_overdue" in result["one_among_punctual"]
     assert "rule:payment_overdue" not in result["sixty"]
+    assert "rule:payment_overdue" not in result["before_the_window"]
 
 
 def test_key_contact_changed_in_90_days() -> None:
@@ -228,7 +249,8 @@ def test_a_critical_rule_escalates_to_medium_and_says_so() -> None:
     book = RuleBook(config.rules, config.escalation, crm_schema())
     names = [spec.name for spec in crm_schema().features]
     values = {name: np.ones(3) for name in names}  # a quiet, unremarkable customer
-    values["payment__mean_90d"] = np.array([75.0, 75.0, 0.0])  # critical rule, first two customers
+    values["csat__last"] = values["csat__previous"] = np.full(3, 4.0)  # ...with good CSAT answers
+    values["payment__max_90d"] = np.array([75.0, 75.0, 0.0])  # critical rule, first two customers
     values["contact_change__count_90d"] = np.array([0.0, 0.0, 1.0])  # warning rule, third
     hits = book.evaluate(lambda n: values[n], np.array([70, 10, 70]), np.array(["low", "high", "low"]))
     assert hits.tier.tolist() == ["medium", "high", "low"]  # never lowered; warnings do not escalate
@@ -328,9 +350,11 @@ def test_rule_messages_fill_in_the_observed_values() -> None:
         render(rules["ticket_surge"], [3.5, 4], "zh") == "支持工单量达到该客户平时的 3.5 倍（近 30 天 4 张）"
     )
     assert render(rules["no_recent_order"], [0], "zh") == "近 90 天没有任何订单"
-    assert render(rules["low_csat_repeated"], [1.5, 2], "en") == (
-        "2 CSAT answers in the last 90 days averaging 1.5 (2 or less)"
+    assert (
+        render(rules["low_csat_repeated"], [1, 2], "en")
+        == "the last two CSAT answers were 2 and 1 (2 or less)"
     )
+    assert render(rules["payment_overdue"], [75], "zh") == "近 90 天有一笔付款逾期 75 天"
 
 
 @pytest.mark.parametrize(
@@ -353,6 +377,27 @@ def test_rule_messages_fill_in_the_observed_values() -> None:
         (FeatureSpec(name="csat__mean_90d", dtype="numeric", group="satisfaction", kind="mean",
                      event_type="csat", window_days=90, label="CSAT responses"), 2.5,
          "CSAT responses averaging 2.5 over the last 90 days", "近 90 天满意度评分平均 2.5"),
+        (FeatureSpec(name="login__mom", dtype="numeric", group="activity", kind="mom", window_days=30,
+                     event_type="login", label="logins"), 0.5,
+         "logins down 50% against the previous 30 days", "登录较此前 30 天下降 50%"),
+        (FeatureSpec(name="login__mom", dtype="numeric", group="activity", kind="mom", window_days=30,
+                     event_type="login", label="logins"), float("nan"),
+         "no logins in the previous 30 days to compare with", "此前 30 天没有登录，无从比较"),
+        (FeatureSpec(name="payment__max_90d", dtype="numeric", group="payments", kind="max",
+                     event_type="payment", window_days=90, label="payments"), 75.0,
+         "payments peaking at 75 in the last 90 days", "近 90 天付款最高 75"),
+        (FeatureSpec(name="payment__max_90d", dtype="numeric", group="payments", kind="max",
+                     event_type="payment", window_days=90, label="payments"), float("nan"),
+         "no payments with a value in the last 90 days", "近 90 天没有带数值的付款"),
+        (FeatureSpec(name="csat__last", dtype="numeric", group="satisfaction", kind="last",
+                     event_type="csat", label="CSAT responses"), 2.0,
+         "latest of the CSAT responses: 2", "最近一次满意度评分：2"),
+        (FeatureSpec(name="csat__previous", dtype="numeric", group="satisfaction", kind="previous",
+                     event_type="csat", label="CSAT responses"), 1.0,
+         "the one before the latest of the CSAT responses: 1", "上一次满意度评分：1"),
+        (FeatureSpec(name="csat__last", dtype="numeric", group="satisfaction", kind="last",
+                     event_type="csat", label="CSAT responses"), None,
+         "no CSAT responses on record", "没有满意度评分记录"),
         (FeatureSpec(name="tenure_days", dtype="numeric", group="relationship", kind="tenure"), 400.0,
          "customer for 400 days", "已合作 400 天"),
         (FeatureSpec(name="MonthlyCharges", dtype="numeric", group="transactions"), 70.5,
