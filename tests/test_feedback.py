@@ -304,3 +304,36 @@ def test_tune_with_outcomes_needs_stored_outcomes(tmp_path: Path) -> None:
     from churnguard.cli import build_parser
 
     assert build_parser().parse_args(["tune", "--dataset", "telco", "--with-outcomes"]).with_outcomes
+
+
+@pytest.mark.slow
+def test_tune_with_outcomes_end_to_end(
+    lab_store: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`outcomes ingest` then `tune --with-outcomes` from the command line, on a real MLflow store and a
+    real (small) study: the run says which labels the outcomes decided, and a challenger is registered."""
+    import mlflow
+
+    plain = load_lab_data(load_dataset_config("telco")).table.frame.set_index("customer_id")["label"]
+    stayed = plain[plain == 0].index[:40].tolist()  # the team saw these leave after all
+    left = plain[plain == 1].index[:10].tolist()  # and these were false alarms
+    rows = [f"{c},churned,2025-06-01,price" for c in stayed] + [f"{c},false_alarm,2025-06-01," for c in left]
+    path = write_csv(
+        tmp_path / "outcomes.csv", "customer_id,outcome,outcome_date,churn_reason\n" + "\n".join(rows)
+    )
+    assert main(["outcomes", "ingest", str(path)]) == 0
+    assert "ingested 50 outcomes" in capsys.readouterr().out
+
+    assert main(["tune", "--dataset", "telco", "--trials", "2", "--seed", "5", "--with-outcomes"]) == 0
+    client = mlflow.MlflowClient()
+    (parent,) = [
+        run
+        for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
+        if "feedback_labels" in run.data.tags
+    ]
+    assert parent.data.tags["feedback_labels"] == (
+        "confirmed outcomes: 50 (50 customers in the table); labels set on 50 rows, 50 changed; "
+        "0 rows observed after a confirmed churn removed"
+    )
+    versions = client.search_model_versions("name='churn-telco'")
+    assert len(versions) == 1 and versions[0].run_id is not None
