@@ -56,12 +56,12 @@ class FrameHistory:
 
 
 class LoggedHistory:
-    """History read from the service's prediction log, as of now (see PredictionLog.health_history)."""
+    """History read from the service's prediction log, as of now (see PredictionLog.oldest_health)."""
 
     def __init__(self, prediction_log: object) -> None:
         self.prediction_log = prediction_log
 
     def reference_health(self, customer_ids: Sequence[str], window_days: int) -> np.ndarray:
         since = datetime.now(UTC) - timedelta(days=window_days)
-        rows = self.prediction_log.health_history(list(dict.fromkeys(customer_ids)), since)  # type: ignore[attr-defined]
-        return oldest_health(rows, customer_ids)
+        # The log finds each customer's oldest score itself: no per-row history crosses into Python.
+        return self.prediction_log.oldest_health(customer_ids, since)  # type: ignore[attr-defined]

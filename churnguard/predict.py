@@ -373,20 +373,22 @@ def _scalars(values: np.ndarray) -> np.ndarray:
 def _category_codes(column: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(categories as text, codes with -1 for missing, wrong-type mask) of a categorical column.
 
-    Works on the distinct values only (a pandas Categorical), so a 10,000-row batch costs one hash
+    Works on the distinct values only (pandas factorize), so a 10,000-row batch costs one hash
     pass; integers become their decimal text (codes such as 0/1), booleans and non-integral numbers
     are the wrong type."""
     rows = len(column)
     if pd.api.types.is_bool_dtype(column):
         return [], np.full(rows, -1), np.ones(rows, dtype=bool)
     if isinstance(column.dtype, pd.CategoricalDtype):
-        categorical = column.array
+        codes = np.asarray(column.array.codes, dtype=np.int64)
+        distinct = column.array.categories.tolist()
     else:
-        categorical = pd.Categorical(_scalars(column.to_numpy(dtype=object)))
-    codes = np.asarray(categorical.codes, dtype=np.int64)
+        # factorize, not a Categorical: the categories need no sorting (codes only index them).
+        found, uniques = pd.factorize(_scalars(column.to_numpy(dtype=object)), use_na_sentinel=True)
+        codes, distinct = np.asarray(found, dtype=np.int64), list(uniques)
     texts: list[str] = []
     bad: list[int] = []
-    for position, value in enumerate(categorical.categories.tolist()):
+    for position, value in enumerate(distinct):
         if isinstance(value, str):
             texts.append(value)
         elif isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
@@ -699,7 +701,8 @@ class Predictor:
         values, customer_id, flags, errors = self.rules.check_record(record)
         if errors:
             raise InputError(errors)
-        pool = Pool(np.array([values], dtype=object), cat_features=self.cat_indices)  # cheaper than a list
+        # An array is cheaper than a list; one thread: a pool of one row has nothing to share out.
+        pool = Pool(np.array([values], dtype=object), cat_features=self.cat_indices, thread_count=1)
         batch = self._score_pool(pool, [customer_id], [flags], lambda j: [values[j]], explain, history)
         batch.feature_rows = [values]
         return batch

@@ -29,6 +29,7 @@ how long a write waits for a lock held by another process.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -42,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -57,6 +59,7 @@ DEFAULT_BATCH_ROWS = 1_000
 DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a write waits for another process's lock before failing
 _HISTORY_CHUNK = 500  # customer ids per query (SQL parameter limits)
 _HISTORY_CACHE = 512  # decoded batch records kept for score-history reads
+_FEW_CUSTOMERS = 64  # up to this many, score history is looked up customer by customer
 MISSING_CATEGORY = "__missing__"
 OUTPUT_COLUMNS = (
     "logged_at",
@@ -144,6 +147,35 @@ _BATCH_INSERT = (
 _BATCH_SELECT = "SELECT logged_at, request_id, model_version, inputs_format, inputs, outputs_format, outputs"
 
 PayloadFormat = Literal["json", "parquet", "csv", "arrow"]
+_NEVER = "~"  # sorts after any ISO timestamp: no score seen yet
+
+
+class _LoggedHealth(msgspec.Struct):
+    customer_id: str | int
+    health_score: float
+
+
+class _LoggedResults(msgspec.Struct):
+    results: list[_LoggedHealth]
+
+
+class _HeldHealth:
+    """One batch record's health scores by customer: a dict for a few lookups, columns for many."""
+
+    def __init__(self, by_id: dict[str, float]) -> None:
+        self.by_id = by_id
+
+    @functools.cached_property
+    def index(self) -> pd.Index:
+        return pd.Index(list(self.by_id), dtype=object)
+
+    @functools.cached_property
+    def scores(self) -> np.ndarray:
+        return np.fromiter(self.by_id.values(), dtype=float, count=len(self.by_id))
+
+
+# Reads only what score history needs from a batch record's JSON outputs (the rest is skipped in C).
+_HEALTH_DECODER = msgspec.json.Decoder(_LoggedResults)
 
 
 @dataclass(frozen=True)
@@ -355,7 +387,7 @@ class PredictionLog:
     def __init__(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
         self.batch_rows = batch_rows
         self._lock = threading.Lock()
-        self._health_cache: dict[tuple, dict[str, int]] = {}  # see health_history
+        self._health_cache: dict[tuple, _HeldHealth] = {}  # see oldest_health
 
     @staticmethod
     def open(
@@ -438,41 +470,93 @@ class PredictionLog:
         frames.extend(_expand_batch(row) for row in batches)
         return _finish(frames)
 
-    def health_history(self, customer_ids: Sequence[str], since: datetime) -> pd.DataFrame:
-        """customer_id, logged_at (ISO text, UTC) and health_score of these customers since `since`:
-        every row score, and from batch records only the oldest record holding each customer, which
-        is all a customer's oldest score in the window needs (see `churnguard.history`).
+    # Each customer's oldest logged row since a time: SQLite takes a bare column from the row that
+    # MIN() picks, and the (customer_id, logged_at) index answers it without reading other rows.
+    _OLDEST_ROWS = (
+        "SELECT customer_id, MIN(logged_at), health_score FROM predictions "
+        "WHERE logged_at >= {p} AND customer_id IN ({ids}) GROUP BY customer_id"
+    )
 
-        For score-history rules, on the prediction path. Reads the rows of small requests and only the
-        outputs of batch records, oldest first, and stops once every customer has been found; a
-        decoded batch record is cached by (id, time) as a customer -> health map: it does not change
-        until `compact()` moves it into rows."""
-        wanted = list(dict.fromkeys(str(customer_id) for customer_id in customer_ids))
+    def oldest_health(self, customer_ids: Sequence[str], since: datetime) -> np.ndarray:
+        """Per customer (in the order given), the oldest health score logged since `since`; NaN when
+        none was.
+
+        For score-history rules, on the prediction path: rows give each customer's oldest row through
+        the (customer_id, logged_at) index; batch records are read oldest first (only their outputs)
+        until every customer is found, and none at or after a time by which every customer already has
+        a row; on a tie the row wins. A decoded batch record is cached by (id, time) as its customers'
+        health: it does not change until `compact()` moves it into rows (with the same time). A few
+        customers (a single request) are looked up one by one; many, column-wise."""
+        ids = [str(customer_id) for customer_id in customer_ids]
         start = _since_text(since)
-        found: list[tuple] = []
-        for offset in range(0, len(wanted), _HISTORY_CHUNK):
-            chunk = wanted[offset : offset + _HISTORY_CHUNK]
-            found += self._query(
-                f"SELECT customer_id, logged_at, health_score FROM predictions WHERE logged_at >= "
-                f"{self.placeholder} AND customer_id IN ({', '.join([self.placeholder] * len(chunk))})",
-                [start, *chunk],
-            )
-        records = self._query(
-            f"SELECT id, logged_at FROM prediction_batches WHERE logged_at >= {self.placeholder} "
-            "ORDER BY logged_at, id",
-            [start],
-        )
+        if len(ids) <= _FEW_CUSTOMERS:
+            return self._oldest_few(ids, start)
+        asked = pd.Index(ids, dtype=object)
+        wanted = asked.unique()
+        times = np.full(len(wanted), _NEVER, dtype=object)
+        health = np.full(len(wanted), np.nan)
+        for customers, logged, scores in self._oldest_rows(wanted.tolist(), start):
+            positions = wanted.get_indexer(customers)
+            times[positions] = logged
+            health[positions] = scores
+        complete = len(wanted) > 0 and not np.isnan(health).any()
+        remaining = np.arange(len(wanted))
+        for key in self._records_since(start, str(times.max()) if complete else None):
+            if not remaining.size:
+                break  # a later record cannot hold anyone's oldest score
+            held = self._batch_health(tuple(key))
+            positions = held.index.get_indexer(wanted[remaining])
+            hit = positions >= 0
+            logged_at = str(key[1])
+            older = hit & (times[remaining] > logged_at)
+            times[remaining[older]] = logged_at
+            health[remaining[older]] = held.scores[positions[older]]
+            remaining = remaining[~hit]
+        return health[wanted.get_indexer(asked)] if len(wanted) != len(asked) else health
+
+    def _oldest_few(self, ids: list[str], start: str) -> np.ndarray:
+        """`oldest_health` for a few customers: plain dict lookups, no column set-up."""
+        wanted = list(dict.fromkeys(ids))
+        oldest: dict[str, tuple[str, float]] = {}
+        for customers, logged, scores in self._oldest_rows(wanted, start):
+            oldest.update(zip(customers, zip(logged, scores, strict=True), strict=True))
+        complete = bool(wanted) and len(oldest) == len(wanted)
         remaining = wanted
-        for key in records:
+        for key in self._records_since(start, max(t for t, _ in oldest.values()) if complete else None):
             if not remaining:
                 break  # a later record cannot hold anyone's oldest score
-            health = self._batch_health(tuple(key))
-            logged_at = key[1]
-            found += [(c, logged_at, health[c]) for c in remaining if c in health]
-            remaining = [c for c in remaining if c not in health]
-        return pd.DataFrame(found, columns=["customer_id", "logged_at", "health_score"])
+            held = self._batch_health(tuple(key)).by_id
+            logged_at = str(key[1])
+            for customer in remaining:
+                if customer in held:
+                    seen = oldest.get(customer)
+                    if seen is None or logged_at < seen[0]:
+                        oldest[customer] = (logged_at, held[customer])
+            remaining = [c for c in remaining if c not in held]
+        return np.array([oldest[c][1] if c in oldest else np.nan for c in ids], dtype=float)
 
-    def _batch_health(self, key: tuple) -> dict[str, int]:
+    def _oldest_rows(self, wanted: list[str], start: str) -> Iterator[tuple[list[str], list[str], list]]:
+        """(customers, times, health) of the oldest row of each customer found, chunk by chunk."""
+        for offset in range(0, len(wanted), _HISTORY_CHUNK):
+            chunk = wanted[offset : offset + _HISTORY_CHUNK]
+            sql = self._OLDEST_ROWS.format(p=self.placeholder, ids=", ".join([self.placeholder] * len(chunk)))
+            found = self._query(sql, [start, *chunk])
+            if found:
+                customers, logged, scores = zip(*found, strict=True)
+                yield [str(c) for c in customers], [str(t) for t in logged], [float(h) for h in scores]
+
+    def _records_since(self, start: str, before: str | None) -> list[tuple]:
+        """(id, time) of the batch records logged since `start` (and before `before`), oldest first."""
+        where, params = f"logged_at >= {self.placeholder}", [start]
+        if before is not None:  # every customer has a row by then: a record is older only before it
+            where += f" AND logged_at < {self.placeholder}"
+            params.append(before)
+        return self._query(
+            f"SELECT id, logged_at FROM prediction_batches WHERE {where} ORDER BY logged_at, id", params
+        )
+
+    def _batch_health(self, key: tuple) -> _HeldHealth:
+        """The customers' health in one batch record (the last score of a repeated id), cached."""
         cache = self._health_cache
         found = cache.get(key)
         if found is None:
@@ -482,11 +566,12 @@ class PredictionLog:
             )[0]
             kind, payload = _unpack(str(kind), bytes(data))
             if kind == "json":
-                found = {str(r["customer_id"]): r["health_score"] for r in from_json(payload)["results"]}
+                results = _HEALTH_DECODER.decode(payload).results
+                ids, scores = [str(r.customer_id) for r in results], [r.health_score for r in results]
             else:
                 frame = pd.read_parquet(io.BytesIO(payload), columns=["customer_id", "health_score"])
                 ids, scores = frame["customer_id"].astype(str).tolist(), frame["health_score"].tolist()
-                found = dict(zip(ids, scores, strict=True))
+            found = _HeldHealth(dict(zip(ids, map(float, scores), strict=True)))
             with self._lock:  # workers' threads share the cache
                 if len(cache) >= _HISTORY_CACHE:
                     cache.pop(next(iter(cache)))
@@ -608,6 +693,10 @@ class PostgresPredictionLog(PredictionLog):
     """PostgreSQL through psycopg 3 (not in the lock file; install `psycopg[binary]` to use it)."""
 
     placeholder = "%s"
+    _OLDEST_ROWS = (
+        "SELECT DISTINCT ON (customer_id) customer_id, logged_at, health_score FROM predictions "
+        "WHERE logged_at >= {p} AND customer_id IN ({ids}) ORDER BY customer_id, logged_at"
+    )
 
     def __init__(self, url: str, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
         super().__init__(batch_rows)
