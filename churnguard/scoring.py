@@ -23,6 +23,7 @@ from churnguard.feedback import FeedbackConfig
 from churnguard.rules import EscalationConfig, RuleConfig, check_rule_names
 from churnguard.tiers import TIERS as TIERS  # re-exported: callers import tiers from the policy
 from churnguard.tiers import Tier as Tier
+from churnguard.tiers import TierShares
 from churnguard.value import ValueConfig, WorklistConfig
 
 HEALTH_AT_MEDIUM = 60
@@ -32,15 +33,9 @@ HEALTH_AT_HIGH = 30
 # ---------------------------------------------------------------------------------------------- config
 
 
-class CapacityPolicy(StrictModel):
+class CapacityPolicy(TierShares):
     high: float = Field(0.05, gt=0, lt=1, description="share of customers in the high tier")
     medium: float = Field(0.15, gt=0, lt=1, description="share in the medium tier, after the high tier")
-
-    @model_validator(mode="after")
-    def _fits(self) -> CapacityPolicy:
-        if self.high + self.medium >= 1:
-            raise ValueError("high + medium must leave room for a low tier (sum < 1)")
-        return self
 
 
 class PrecisionPolicy(StrictModel):

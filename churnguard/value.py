@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from churnguard.config import StrictModel
 from churnguard.schema import FeatureSchema
-from churnguard.tiers import TIERS, Tier
+from churnguard.tiers import TIERS, Tier, TierShares
 
 
 class ValueComponent(StrictModel):
@@ -31,15 +31,9 @@ class ValueComponent(StrictModel):
     weight: float = Field(ge=0)
 
 
-class ValueTierShares(StrictModel):
+class ValueTierShares(TierShares):
     high: float = Field(0.2, gt=0, lt=1, description="share of reference customers in the high value tier")
     medium: float = Field(0.3, gt=0, lt=1, description="share in the medium value tier, after the high")
-
-    @model_validator(mode="after")
-    def _fits(self) -> ValueTierShares:
-        if self.high + self.medium >= 1:
-            raise ValueError("high + medium must leave room for a low value tier (sum < 1)")
-        return self
 
 
 def _default_components() -> dict[str, ValueComponent]:
