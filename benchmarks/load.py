@@ -30,7 +30,6 @@ import contextlib  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import sqlite3  # noqa: E402
 import sys  # noqa: E402
@@ -65,14 +64,10 @@ class Traffic:
 
     @classmethod
     def load(cls) -> None:
-        from model_fixtures import telco_rows
+        from model_fixtures import telco_customers, telco_rows
 
-        rows = telco_rows(2_000, seed=5)
-        cls.records = [
-            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-            for row in rows.to_dict("records")
-        ]
-        text = rows.to_csv(index=False).splitlines()
+        cls.records = telco_customers(2_000, seed=5)
+        text = telco_rows(2_000, seed=5).to_csv(index=False).splitlines()
         cls.csv_header, cls.csv_lines = text[0], text[1:]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import math
 import os
 import shutil
 import signal
@@ -47,6 +48,15 @@ def telco_rows(count: int | None = None, seed: int = 0) -> pd.DataFrame:
     frame = table.frame.drop(columns=[LABEL_COLUMN])
     frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     return frame if count is None else frame.head(count).reset_index(drop=True)
+
+
+def telco_customers(count: int, seed: int = 0) -> list[dict]:
+    """`telco_rows` as JSON-ready request records: missing values as None (JSON has no NaN)."""
+    rows = telco_rows(count, seed=seed)
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        for row in rows.to_dict("records")
+    ]
 
 
 def isotonic_calibration(raw: np.ndarray, label: np.ndarray) -> Calibration:

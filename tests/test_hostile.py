@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import time
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from model_fixtures import ServerProcess, start_server, telco_artifact_dir, telco_rows
+from model_fixtures import ServerProcess, start_server, telco_artifact_dir, telco_customers, telco_rows
 
 from churnguard.prediction_log import PredictionLog
 
@@ -57,9 +56,7 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 def customer(seed: int = 0, **changes: object) -> dict:
-    row = telco_rows(1, seed=seed).iloc[0].to_dict()
-    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-    return {**row, **changes}
+    return {**telco_customers(1, seed=seed)[0], **changes}
 
 
 def assert_refused(response: httpx.Response, status: int | set[int] = 400, field: str | None = None) -> dict:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from model_fixtures import ServerProcess, start_server, telco_artifact_dir, telco_rows
+from model_fixtures import ServerProcess, start_server, telco_artifact_dir, telco_customers, telco_rows
 
 from churnguard.predict import Predictor
 from churnguard.prediction_log import PredictionLog
@@ -54,14 +54,6 @@ def predictor() -> Predictor:
     return Predictor.load(telco_artifact_dir(), "local")
 
 
-def customers(count: int, seed: int = 0) -> list[dict]:
-    rows = telco_rows(count, seed=seed)
-    return [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        for row in rows.to_dict("records")
-    ]
-
-
 def error_fields(response: httpx.Response) -> list[tuple[int | None, str]]:
     return [(error.get("row"), error["field"]) for error in response.json()["errors"]]
 
@@ -72,7 +64,7 @@ def error_fields(response: httpx.Response) -> list[tuple[int | None, str]]:
 def test_predict_returns_the_contract_with_the_predictors_values(
     client: httpx.Client, predictor: Predictor
 ) -> None:
-    customer = customers(1, seed=11)[0]
+    customer = telco_customers(1, seed=11)[0]
     response = client.post("/predict", json={"customer": customer})
     assert response.status_code == 200, response.text
     result = response.json()
@@ -93,19 +85,21 @@ def test_predict_returns_the_contract_with_the_predictors_values(
 
 def test_client_request_id_is_kept(client: httpx.Client, server: ServerProcess) -> None:
     response = client.post(
-        "/predict", json={"customer": customers(1)[0], "explain": False}, headers={"X-Request-ID": "crm-42"}
+        "/predict",
+        json={"customer": telco_customers(1)[0], "explain": False},
+        headers={"X-Request-ID": "crm-42"},
     )
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "crm-42"
     assert response.json()["reasons"] is None and response.json()["group_scores"] is None
     logged = PredictionLog.open(f"sqlite:///{server.state_dir / 'predictions.db'}").read()
     assert logged.loc[logged["request_id"] == "crm-42", "customer_id"].tolist() == [
-        customers(1)[0]["customer_id"]
+        telco_customers(1)[0]["customer_id"]
     ]
 
 
 def test_batch_json_keeps_input_order(client: httpx.Client, predictor: Predictor) -> None:
-    batch = customers(120, seed=12)
+    batch = telco_customers(120, seed=12)
     response = client.post("/predict_batch", json={"customers": batch})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -151,7 +145,7 @@ def test_parquet_csv_and_multipart_uploads(client: httpx.Client, predictor: Pred
 
 
 def test_unknown_category_is_served_and_flagged(client: httpx.Client) -> None:
-    customer = {**customers(1)[0], "PaymentMethod": "Barter"}
+    customer = {**telco_customers(1)[0], "PaymentMethod": "Barter"}
     response = client.post("/predict", json={"customer": customer})
     assert response.status_code == 200
     assert response.json()["flags"] == [{"code": "unknown_category", "field": "PaymentMethod"}]
@@ -161,7 +155,7 @@ def test_unknown_category_is_served_and_flagged(client: httpx.Client) -> None:
 
 
 def test_bad_single_requests_get_400_naming_the_field(client: httpx.Client) -> None:
-    good = customers(1)[0]
+    good = telco_customers(1)[0]
     cases: list[tuple[object, str]] = [
         ({"customer": {k: v for k, v in good.items() if k != "tenure"}}, "tenure"),
         ({"customer": {**good, "shoe_size": 44}}, "shoe_size"),
@@ -198,7 +192,7 @@ def test_malformed_bodies_get_4xx(client: httpx.Client) -> None:
 
 
 def test_bad_batch_rows_are_named_by_row(client: httpx.Client) -> None:
-    batch = customers(6, seed=14)
+    batch = telco_customers(6, seed=14)
     batch[2] = {**batch[2], "tenure": -1}
     batch[4] = {k: v for k, v in batch[4].items() if k != "Partner"}
     batch[5] = {**batch[5], "MonthlyCharges": math.inf}
@@ -231,7 +225,7 @@ def test_bad_batch_rows_are_named_by_row(client: httpx.Client) -> None:
 def test_empty_and_oversized_requests(client: httpx.Client, server: ServerProcess) -> None:
     response = client.post("/predict_batch", json={"customers": []})
     assert response.status_code == 400 and error_fields(response) == [(None, "customers")]
-    response = client.post("/predict_batch", json={"customers": customers(1) * (MAX_ROWS + 1)})
+    response = client.post("/predict_batch", json={"customers": telco_customers(1) * (MAX_ROWS + 1)})
     assert response.status_code == 413 and "max_batch_rows" in response.json()["error"]
     response = client.post(
         "/predict_batch", content=b"x" * (MAX_BODY + 1), headers={"Content-Type": "application/json"}
@@ -322,7 +316,7 @@ def test_concurrent_requests_log_each_customer_once(server: ServerProcess) -> No
             for i in range(15):
                 batch = [
                     {**c, "customer_id": f"load-{thread}-{i}-{j}"}
-                    for j, c in enumerate(customers(1 + i % 4 * 40, seed=i))
+                    for j, c in enumerate(telco_customers(1 + i % 4 * 40, seed=i))
                 ]
                 if len(batch) == 1:
                     response = session.post("/predict", json={"customer": batch[0], "explain": i % 2 == 0})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from model_fixtures import ServerProcess, start_server, telco_artifact_dir, telco_rows
+from model_fixtures import ServerProcess, start_server, telco_artifact_dir, telco_customers, telco_rows
 
 from churnguard.predict import Predictor
 from churnguard.tiers import TIER_RANK
@@ -46,13 +45,6 @@ def predictor() -> Predictor:
     return Predictor.load(telco_artifact_dir(), "local")
 
 
-def customers(count: int, seed: int) -> list[dict]:
-    return [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        for row in telco_rows(count, seed=seed).to_dict("records")
-    ]
-
-
 def urgency(entry: dict) -> tuple:
     return (
         entry["priority"],
@@ -73,7 +65,7 @@ def fields_of(response: httpx.Response) -> list[str]:
 def test_worklist_orders_every_scored_customer_by_priority(
     client: httpx.Client, predictor: Predictor
 ) -> None:
-    batch = customers(60, seed=21)
+    batch = telco_customers(60, seed=21)
     assert client.post("/predict_batch", json={"customers": batch}).status_code == 200
     response = client.post("/worklist", json={})
     assert response.status_code == 200, response.text
@@ -114,7 +106,7 @@ def test_bad_worklist_requests_get_400_naming_the_field(client: httpx.Client) ->
 
 
 def test_predict_answers_in_the_requested_language(client: httpx.Client, predictor: Predictor) -> None:
-    customer = customers(1, seed=22)[0]
+    customer = telco_customers(1, seed=22)[0]
     english = client.post("/predict", json={"customer": customer}).json()
     chinese = client.post("/predict", json={"customer": customer, "lang": "zh"}).json()
     expected = predictor.score_record(customer).results(language="zh")[0]
@@ -127,7 +119,7 @@ def test_predict_answers_in_the_requested_language(client: httpx.Client, predict
     response = client.post("/predict", json={"customer": customer, "lang": "fr"})
     assert response.status_code == 400 and fields_of(response) == ["lang"]
 
-    batch = customers(4, seed=23)
+    batch = telco_customers(4, seed=23)
     body = client.post("/predict_batch", json={"customers": batch, "lang": "zh"}).json()
     assert all(CJK.search(r["reasons"][0]["message"]) for r in body["results"])
     assert client.post("/predict_batch", json={"customers": batch, "lang": "de"}).status_code == 400
@@ -150,7 +142,7 @@ def test_predict_answers_in_the_requested_language(client: httpx.Client, predict
 def test_health_drop_from_the_prediction_log_escalates_over_http(
     client: httpx.Client, server: ServerProcess, predictor: Predictor
 ) -> None:
-    pool = customers(80, seed=24)
+    pool = telco_customers(80, seed=24)
     scored = predictor.score_frame(pd.DataFrame(pool))
     lows = np.flatnonzero(scored.tier == "low")
     low = int(lows[np.argmin(scored.health[lows])])
