@@ -32,15 +32,13 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pandas as pd
 from catboost import CatBoostClassifier, Pool
-from pydantic_core import to_json
 
 from churnguard.config import UsageError
 from churnguard.messages import (  # noqa: F401  (describe, describe_zh: re-exported)
@@ -420,8 +418,12 @@ class ReasonBuilder:
         self.membership = np.zeros((len(self.specs), len(groups)))
         for column, members in enumerate(groups.values()):
             self.membership[[index[name] for name in members], column] = 1.0
-        self.names = [(spec.name, spec.group) for spec in self.specs]
-        self._fragments: dict[tuple[int, object, str], _Fragments] = {}
+        # Per feature, for reasons gathered column-wise by feature index.
+        self.feature_names = _objects([spec.name for spec in self.specs])
+        self.feature_groups = _objects([spec.group for spec in self.specs])
+        self.raises_codes = _objects([f"raises_risk:{spec.name}" for spec in self.specs])
+        self.lowers_codes = _objects([f"lowers_risk:{spec.name}" for spec in self.specs])
+        self._phrases: dict[tuple[int, object, str], _Phrase] = {}
 
     def group_scores(self, contributions: np.ndarray) -> np.ndarray:
         """(rows, groups) integer health sub-scores; columns follow `group_names`."""
@@ -447,41 +449,33 @@ class ReasonBuilder:
             values[mask] = np.asarray(column(feature), dtype=object)[np.nonzero(mask)[0]]
         return Explanations(self, chosen, impacts, values)
 
-    def fragments(self, feature: int, value: object, language: Language = "en") -> _Fragments:
-        """Message and JSON pieces of one (feature, value, language), cached: they repeat across
-        customers."""
+    def phrase(self, feature: int, value: object, language: Language = "en") -> _Phrase:
+        """The value as reported and the message of one (feature, value, language), cached: they
+        repeat across customers."""
         if value != value or value == MISSING_CATEGORY:  # NaN or a missing category
             value = None
         key = (feature, value, language)
-        found = self._fragments.get(key)
+        found = self._phrases.get(key)
         if found is None:
-            spec = self.specs[feature]
-            message = describe_in(language, spec, value, self.ranks)
-            head = to_json({"feature": spec.name, "group": spec.group, "value": value})[1:-1]
-            tail = b',"message":' + to_json(message) + b"}"
-            found = _Fragments(
-                value,
-                message,
-                b'{"code":"raises_risk:' + spec.name.encode() + b'",' + head + b',"impact":',
-                b'{"code":"lowers_risk:' + spec.name.encode() + b'",' + head + b',"impact":',
-                tail,
-            )
-            if len(self._fragments) < MESSAGE_CACHE:
-                self._fragments[key] = found
+            found = _Phrase(value, describe_in(language, self.specs[feature], value, self.ranks))
+            if len(self._phrases) < MESSAGE_CACHE:
+                self._phrases[key] = found
         return found
 
 
 @dataclass(frozen=True)
-class _Fragments:
-    value: object
+class _Phrase:
+    value: object  # None when missing
     message: str
-    raises: bytes  # JSON object text up to the impact, for a positive impact
-    lowers: bytes  # the same for a negative impact
-    tail: bytes  # the message and the closing brace
+
+
+REASON_KEYS = ("code", "feature", "group", "value", "impact", "message")
+ReasonColumns = tuple[list[str], list[str], list[str], list[object], list[float], list[str]]
 
 
 class Explanations:
-    """The top reasons of a batch, kept columnar: as dicts for Python callers, as JSON for the wire."""
+    """The top reasons of a batch, kept columnar: as columns per reason slot for the wire, as dicts for
+    Python callers."""
 
     def __init__(self, builder: ReasonBuilder, chosen: np.ndarray, impacts: np.ndarray, values: np.ndarray):
         self.builder = builder
@@ -492,88 +486,59 @@ class Explanations:
     def __len__(self) -> int:
         return len(self.chosen)
 
-    def _rows(self, language: Language) -> Iterator[list[tuple[_Fragments, float, int]]]:
-        fragments = self.builder.fragments
-        for features, impacts, values in zip(
-            self.chosen.tolist(), self.impacts.tolist(), self.values.tolist(), strict=True
-        ):
-            yield [
-                (fragments(feature, value, language), impact, feature)
-                for feature, impact, value in zip(features, impacts, values, strict=True)
-            ]
-
-    def dicts(self, language: Language = "en") -> list[list[dict]]:
-        names = self.builder.names
+    def columns(self, language: Language = "en") -> list[ReasonColumns]:
+        """Per reason slot (largest impact first), every row's reason as the columns of `REASON_KEYS`:
+        code, feature, group, value (None when missing), impact and message."""
+        builder, top = self.builder, self.chosen.shape[1]
+        chosen = self.chosen.ravel()
+        impacts = self.impacts.ravel()
+        values, messages = self._phrases(chosen, self.values.ravel(), language)
+        codes = np.where(impacts > 0, builder.raises_codes[chosen], builder.lowers_codes[chosen])
+        names, groups = builder.feature_names[chosen], builder.feature_groups[chosen]
         return [
-            [
-                {
-                    "code": ("raises_risk:" if impact > 0 else "lowers_risk:") + names[feature][0],
-                    "feature": names[feature][0],
-                    "group": names[feature][1],
-                    "value": piece.value,
-                    "impact": impact,
-                    "message": piece.message,
-                }
-                for piece, impact, feature in row
-            ]
-            for row in self._rows(language)
+            (
+                codes[slot::top].tolist(),
+                names[slot::top].tolist(),
+                groups[slot::top].tolist(),
+                values[slot::top].tolist(),
+                impacts[slot::top].tolist(),
+                messages[slot::top].tolist(),
+            )
+            for slot in range(top)
         ]
 
-    def json_rows(self, language: Language = "en") -> list[bytes]:
-        """Each row's reasons as a JSON array (the same document `dicts` would encode to).
-
-        Built column-wise: one fragment lookup per distinct (feature, value), the impacts formatted by
-        one JSON encode of the whole matrix, then one join per row, so ten thousand rows do not pay
-        thirty thousand dict lookups or per-number formatting."""
-        rows, top = self.chosen.shape
-        if rows == 0 or top == 0:
-            return [b"[]"] * rows
-        if rows <= FEW_ROWS:  # a single request: plain lookups beat the columnar set-up
-            return [
-                b"["
-                + b",".join(
-                    (piece.raises if impact > 0 else piece.lowers) + _IMPACTS.encode(impact) + piece.tail
-                    for piece, impact, _ in row
-                )
-                + b"]"
-                for row in self._rows(language)
-            ]
-        width = 4 * top + 1  # "[", then head, impact, tail and "," (the last one "]") per reason
-        parts: list[bytes] = [b","] * (rows * width)
-        parts[0::width] = [b"["] * rows
-        for slot, (heads, impacts, tails) in enumerate(self.json_columns(language)):
-            parts[1 + 4 * slot :: width] = heads
-            parts[2 + 4 * slot :: width] = impacts
-            parts[3 + 4 * slot :: width] = tails
-        parts[width - 1 :: width] = [b"]"] * rows
-        join = b"".join
-        return [join(parts[start : start + width]) for start in range(0, len(parts), width)]
-
-    def json_columns(self, language: Language = "en") -> list[tuple[list[bytes], list[bytes], list[bytes]]]:
-        """Per reason slot, every row's JSON object of that reason in three pieces: the text up to the
-        impact, the impact, and the rest (head + impact + tail is the object `dicts` would encode)."""
-        rows, top = self.chosen.shape
-        flat_chosen = self.chosen.ravel()
-        flat_values = self.values.ravel()
-        positive = self.impacts.ravel() > 0
-        heads = np.empty(rows * top, dtype=object)
-        tails = np.empty(rows * top, dtype=object)
-        order = np.argsort(flat_chosen, kind="stable")  # one sort instead of a mask per feature
-        features, starts = np.unique(flat_chosen[order], return_index=True)
+    def _phrases(
+        self, chosen: np.ndarray, values: np.ndarray, language: Language
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(values as reported, messages) of flat (feature, value) pairs: one phrase lookup per distinct
+        pair, so ten thousand rows do not pay thirty thousand lookups."""
+        phrase = self.builder.phrase
+        if len(chosen) <= FEW_ROWS:  # a single request: plain lookups beat the columnar set-up
+            found = [phrase(f, v, language) for f, v in zip(chosen.tolist(), values.tolist(), strict=True)]
+            return _objects([p.value for p in found]), _objects([p.message for p in found])
+        reported = np.empty(len(chosen), dtype=object)
+        messages = np.empty(len(chosen), dtype=object)
+        order = np.argsort(chosen, kind="stable")  # one sort instead of a mask per feature
+        features, starts = np.unique(chosen[order], return_index=True)
         bounds = [*starts.tolist(), len(order)]
         for k, feature in enumerate(features.tolist()):
             where = order[bounds[k] : bounds[k + 1]]
-            codes, uniques = pd.factorize(flat_values[where], use_na_sentinel=False)
-            fragments = [self.builder.fragments(feature, value, language) for value in uniques.tolist()]
-            raises = np.array([f.raises for f in fragments], dtype=object)
-            lowers = np.array([f.lowers for f in fragments], dtype=object)
-            heads[where] = np.where(positive[where], raises[codes], lowers[codes])
-            tails[where] = np.array([f.tail for f in fragments], dtype=object)[codes]
-        # Numbers never contain a comma: one encode of all impacts, split, is every impact's JSON.
-        impacts = _IMPACTS.encode(self.impacts.ravel().tolist())[1:-1].split(b",") if rows * top else []
-        return [
-            (heads[slot::top].tolist(), impacts[slot::top], tails[slot::top].tolist()) for slot in range(top)
+            codes, uniques = pd.factorize(values[where], use_na_sentinel=False)
+            found = [phrase(feature, value, language) for value in uniques.tolist()]
+            reported[where] = _objects([p.value for p in found])[codes]
+            messages[where] = _objects([p.message for p in found])[codes]
+        return reported, messages
+
+    def dicts(self, language: Language = "en") -> list[list[dict]]:
+        slots = [
+            [dict(zip(REASON_KEYS, reason, strict=True)) for reason in zip(*column, strict=True)]
+            for column in self.columns(language)
         ]
+        return [list(row) for row in zip(*slots, strict=True)] if slots else [[] for _ in range(len(self))]
 
 
-_IMPACTS = msgspec.json.Encoder()
+def _objects(items: Sequence[object]) -> np.ndarray:
+    """A 1-d object array of the items as they are (np.array would unpack sequences)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out

@@ -263,7 +263,7 @@ class InputRules:
 
         customer_ids, not_an_id = _id_column(frame[ID_COLUMN])
         fail(not_an_id, ID_COLUMN, "missing or not an id (text or integer)")
-        lengths = pd.Series(customer_ids, dtype=object).str.len().to_numpy()
+        lengths = np.fromiter(map(len, customer_ids), dtype=np.int64, count=rows)
         fail((lengths > MAX_ID_LENGTH) & ~not_an_id, ID_COLUMN, f"must be 1 to {MAX_ID_LENGTH} characters")
 
         features: dict[str, object] = {}
@@ -522,17 +522,6 @@ class ScoredBatch:
         if self.rule_hits is None:
             return drivers
         return [rules + row for rules, row in zip(self.rule_hits.reasons(language), drivers, strict=True)]
-
-    def reason_json_rows(self, language: Language = "en") -> list[bytes]:
-        """Each row's reasons as a JSON array: the same document `reasons_in` would encode to."""
-        assert self.explanations is not None
-        drivers = self.explanations.json_rows(language)
-        if self.rule_hits is None or not self.rule_hits.hits.any():
-            return drivers
-        return [
-            row if not rules else b"[" + rules + (b"]" if row == b"[]" else b"," + row[1:])
-            for rules, row in zip(self.rule_hits.json_rows(language), drivers, strict=True)
-        ]
 
     def escalated_by(self) -> list[list[str]]:
         return (

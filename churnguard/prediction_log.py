@@ -487,7 +487,7 @@ class PredictionLog:
         a row; on a tie the row wins. A decoded batch record is cached by (id, time) as its customers'
         health: it does not change until `compact()` moves it into rows (with the same time). A few
         customers (a single request) are looked up one by one; many, column-wise."""
-        ids = [str(customer_id) for customer_id in customer_ids]
+        ids = list(map(str, customer_ids))
         start = _since_text(since)
         if len(ids) <= _FEW_CUSTOMERS:
             return self._oldest_few(ids, start)

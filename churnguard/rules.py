@@ -28,13 +28,12 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from pydantic_core import to_json
 
 from churnguard.config import StrictModel
 from churnguard.features import MOM_DAYS, TREND_BASELINE_DAYS, TREND_RECENT_DAYS
 from churnguard.messages import Language
 from churnguard.schema import FeatureSchema, SignalGroup
-from churnguard.tiers import TIER_RANK, TIERS, Tier
+from churnguard.tiers import TIER_RANK, TIERS, Tier, tier_ranks
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
@@ -289,7 +288,7 @@ class RuleHits:
         self.hits = hits  # (rows, rules)
         self.observed = observed  # per rule: (rows, conditions) the values compared
         self.model_tier = model_tier
-        rank = np.array([TIER_RANK[t] for t in model_tier.tolist()], dtype=np.int64)
+        rank = tier_ranks(model_tier)
         floor = np.array([TIER_RANK[r.min_tier] if r.min_tier else -1 for r in rules], dtype=np.int64)
         # A rule escalates a customer when it is hit and asks for more than the model gave.
         self.escalating = hits & (floor[None, :] > rank[:, None]) if rules else hits
@@ -302,14 +301,18 @@ class RuleHits:
         return len(self.hits)
 
     def escalated_by(self) -> list[list[str]]:
-        if not self.escalating.any():
-            return [[] for _ in range(len(self))]
-        codes = [rule.code for rule in self.rules]
-        return [[codes[j] for j in np.flatnonzero(row)] for row in self.escalating]
+        return self._codes(self.escalating)
 
     def hit_codes(self) -> list[list[str]]:
+        return self._codes(self.hits)
+
+    def _codes(self, mask: np.ndarray) -> list[list[str]]:
+        """Per customer, the codes of the rules set in `mask`, in rule order (no numpy call per row)."""
+        out: list[list[str]] = [[] for _ in range(len(self))]
         codes = [rule.code for rule in self.rules]
-        return [[codes[j] for j in np.flatnonzero(row)] for row in self.hits]
+        for row, position in zip(*np.nonzero(mask), strict=True):
+            out[row].append(codes[position])
+        return out
 
     def reasons(self, language: Language = "en") -> list[list[dict]]:
         """Per customer, one reason per hit rule (most severe first)."""
@@ -333,10 +336,6 @@ class RuleHits:
                 }
             )
         return out
-
-    def json_rows(self, language: Language = "en") -> list[bytes]:
-        """Per customer, the rule reasons as JSON array items without brackets (b"" when none)."""
-        return [b",".join(to_json(reason) for reason in row) for row in self.reasons(language)]
 
 
 def _plain(value: float) -> float | int:

@@ -102,10 +102,15 @@ class TierThresholds(StrictModel):
         return self
 
     def assign(self, probability: np.ndarray) -> np.ndarray:
+        return _TIER_NAMES[self.positions(probability)]
+
+    def positions(self, probability: np.ndarray) -> np.ndarray:
+        """Each probability's tier as its position in TIERS (0 high, 1 medium, 2 low; NaN is low)."""
         probability = np.asarray(probability, dtype=float)
-        return np.where(
-            probability >= self.high, "high", np.where(probability >= self.medium, "medium", "low")
-        )
+        return np.where(probability >= self.high, 0, np.where(probability >= self.medium, 1, 2))
+
+
+_TIER_NAMES = np.array(TIERS)
 
 
 def _top_share_threshold(probability: np.ndarray, share: float) -> float:
@@ -176,8 +181,8 @@ def health_score(probability: np.ndarray, thresholds: TierThresholds) -> np.ndar
     score = np.interp(np.asarray(probability, dtype=float), anchors_p, anchors_h)
     # Keep health strictly consistent with tiers after rounding (29.6 must not round to a "medium" 30).
     score = np.floor(score + 0.5)
-    tier = thresholds.assign(probability)
-    score = np.where(tier == "high", np.minimum(score, HEALTH_AT_HIGH - 1), score)
-    score = np.where(tier == "medium", np.clip(score, HEALTH_AT_HIGH, HEALTH_AT_MEDIUM - 1), score)
-    score = np.where(tier == "low", np.maximum(score, HEALTH_AT_MEDIUM), score)
+    tier = thresholds.positions(probability)
+    score = np.where(tier == 0, np.minimum(score, HEALTH_AT_HIGH - 1), score)
+    score = np.where(tier == 1, np.clip(score, HEALTH_AT_HIGH, HEALTH_AT_MEDIUM - 1), score)
+    score = np.where(tier == 2, np.maximum(score, HEALTH_AT_MEDIUM), score)
     return score.astype(int)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import model_validator
 
 from churnguard.config import StrictModel
@@ -12,6 +13,15 @@ Tier = Literal["high", "medium", "low"]
 TIERS: tuple[Tier, ...] = ("high", "medium", "low")
 # Higher rank = more urgent; escalation takes the maximum rank.
 TIER_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+
+
+def tier_ranks(tiers: np.ndarray) -> np.ndarray:
+    """`TIER_RANK` of every tier in an array, compared column-wise (no lookup per customer)."""
+    tiers = np.asarray(tiers)
+    ranks = np.zeros(len(tiers), dtype=np.int64)  # low
+    ranks[tiers == "medium"] = TIER_RANK["medium"]
+    ranks[tiers == "high"] = TIER_RANK["high"]
+    return ranks
 
 
 class TierShares(StrictModel):

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from churnguard.config import StrictModel
 from churnguard.schema import FeatureSchema
-from churnguard.tiers import TIERS, Tier, TierShares
+from churnguard.tiers import TIER_RANK, TIERS, Tier, TierShares, tier_ranks
 
 
 class ValueComponent(StrictModel):
@@ -84,6 +84,9 @@ class WorklistConfig(StrictModel):
     top_reasons: int = Field(3, ge=1, le=20, description="reasons listed per customer")
 
 
+_POSITION_OF_RANK = np.array([TIERS.index(t) for t in sorted(TIER_RANK, key=TIER_RANK.__getitem__)])
+
+
 @dataclass(frozen=True)
 class _Component:
     name: str
@@ -123,6 +126,9 @@ class ValueModel:
                 else:
                     self.unused[name] = f"{feature} has no values in the reference sample"
         self.high_cut, self.medium_cut = self._cuts(reference)
+        # priority[alert position][value position], positions in TIERS.
+        matrix = config.priority
+        self._priority = np.array([[matrix[a][v] for v in TIERS] for a in TIERS], dtype=np.int64)
 
     def _cuts(self, reference: pd.DataFrame) -> tuple[float, float]:
         if not self.components:
@@ -154,18 +160,15 @@ class ValueModel:
     def assess(self, column: Callable[[str], np.ndarray], alert_tier: np.ndarray) -> ValueAssessment:
         rows = len(alert_tier)
         score = self.scores(column) if self.components else np.full(rows, np.nan)
-        tier = np.full(rows, None, dtype=object)
         known = np.isfinite(score)
-        tier[known] = np.where(
-            score[known] >= self.high_cut, "high", np.where(score[known] >= self.medium_cut, "medium", "low")
-        )
-        placed = np.where(known, tier, self.config.missing_value_tier)
-        matrix = self.config.priority
-        priority = np.array(
-            [matrix[a][v] for a, v in zip(np.asarray(alert_tier).tolist(), placed.tolist(), strict=True)],  # type: ignore[index]
-            dtype=np.int64,
-        )
-        return ValueAssessment(np.round(score, 4), tier, priority)
+        # Positions in TIERS (0 = high), column-wise: the matrix is read with two index arrays.
+        with np.errstate(invalid="ignore"):
+            value_at = np.where(score >= self.high_cut, 0, np.where(score >= self.medium_cut, 1, 2))
+        tier = np.array(TIERS, dtype=object)[value_at]
+        tier[~known] = None
+        value_at[~known] = TIERS.index(self.config.missing_value_tier)
+        alert_at = _POSITION_OF_RANK[tier_ranks(alert_tier)]
+        return ValueAssessment(np.round(score, 4), tier, self._priority[alert_at, value_at])
 
     def describe(self) -> dict[str, object]:
         """What GET /model says about customer value."""

@@ -7,6 +7,7 @@ envelope and JSON types (fast, with msgspec); what a value may be is decided by
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from churnguard.predict import (
     csv_options,
 )
 from churnguard.rules import LANGUAGES, Language
-from churnguard.schema import ID_COLUMN, SIGNAL_GROUPS
+from churnguard.schema import ID_COLUMN, SIGNAL_GROUPS, FeatureSpec
 from churnguard.worklist import WorklistRequest
 
 PARQUET_TYPES = {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}
@@ -107,10 +108,18 @@ class RequestCodec:
 
     rules: InputRules
     max_batch_rows: int
+    _known_decoder: msgspec.json.Decoder = field(init=False)
     _batch_decoder: msgspec.json.Decoder = field(init=False)
+    _codes: dict[str, dict[object, int]] = field(init=False)  # known category (or null) -> code
 
     def __post_init__(self) -> None:
-        self._batch_decoder = msgspec.json.Decoder(_batch_struct(self.rules))
+        self._known_decoder = msgspec.json.Decoder(_batch_struct(self.rules, known_categories=True))
+        self._batch_decoder = msgspec.json.Decoder(_batch_struct(self.rules, known_categories=False))
+        self._codes = {
+            spec.name: {**{category: code for code, category in enumerate(spec.categories)}, None: -1}
+            for spec in self.rules.specs
+            if spec.categorical and spec.categories is not None
+        }
 
     # --------------------------------------------------------------------------------- single
 
@@ -139,7 +148,10 @@ class RequestCodec:
 
     def batch_json(self, body: bytes) -> BatchRequest:
         try:
-            envelope = self._batch_decoder.decode(body)
+            try:  # every category one the model knows: decoded without a new string per value
+                envelope = self._known_decoder.decode(body)
+            except msgspec.ValidationError:  # an unseen category (served and flagged), or a mistake
+                envelope = self._batch_decoder.decode(body)
         except msgspec.ValidationError as exc:
             try:
                 return self._batch_json_slow(body)  # names every bad field, in every row
@@ -151,16 +163,25 @@ class RequestCodec:
             raise TooDeep() from None
         customers = envelope.customers
         self._check_count(len(customers))
-        columns = list(zip(*(msgspec.structs.astuple(customer) for customer in customers), strict=True))
-        names = [ID_COLUMN, *self.rules.names]
-        data: dict[str, object] = {}
-        for name, spec_numeric, values in zip(names, self._numeric_flags, columns, strict=True):
-            data[name] = np.array(values, dtype=float) if spec_numeric else np.array(values, dtype=object)
-        return BatchRequest(pd.DataFrame(data, columns=names), envelope.explain, body, language=envelope.lang)
+        columns = list(zip(*map(msgspec.structs.astuple, customers), strict=True))
+        data: dict[str, object] = {ID_COLUMN: np.array(columns[0], dtype=object)}
+        for spec, values in zip(self.rules.specs, columns[1:], strict=True):
+            data[spec.name] = (
+                self._categorical(spec, values) if spec.categorical else np.array(values, dtype=float)
+            )
+        return BatchRequest(pd.DataFrame(data), envelope.explain, body, language=envelope.lang)
 
-    @property
-    def _numeric_flags(self) -> list[bool]:
-        return [False, *[not spec.categorical for spec in self.rules.specs]]
+    def _categorical(self, spec: FeatureSpec, values: tuple) -> pd.Categorical:
+        """A categorical column of text, whole numbers or null (msgspec checked), as codes."""
+        codes_of = self._codes.get(spec.name)
+        if codes_of is not None:
+            try:  # known categories: one dict lookup per value, in C
+                codes = np.fromiter(map(codes_of.__getitem__, values), dtype=np.int64, count=len(values))
+                return pd.Categorical.from_codes(codes, categories=spec.categories, validate=False)
+            except KeyError:  # an unseen category or a whole number: checked as text by InputRules
+                pass
+        codes, distinct = pd.factorize(np.array(values, dtype=object), use_na_sentinel=True)
+        return pd.Categorical.from_codes(codes, categories=distinct, validate=False)
 
     def _batch_json_slow(self, body: bytes) -> BatchRequest:
         payload = _decode_json(body)
@@ -204,10 +225,11 @@ class RequestCodec:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
+            categorical = self.rules.schema.categorical_names
             try:
-                frame = arrow_to_frame(
-                    pq.read_table(pa.BufferReader(body)), self.rules.schema.categorical_names
-                )
+                # Text categoricals read as dictionaries: each distinct value is decoded once.
+                table = pq.read_table(pa.BufferReader(body), read_dictionary=categorical)
+                frame = arrow_to_frame(table, categorical)
             except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: a non-UTF-8 name
                 raise Rejected(400, f"not a readable Parquet file: {exc}") from None
         else:
@@ -293,17 +315,23 @@ def query_language(value: str | None) -> Language:
     return language
 
 
-def _batch_struct(rules: InputRules) -> type[msgspec.Struct]:
-    """msgspec types for the JSON batch: types and required/unknown fields are checked in C."""
+def _batch_struct(rules: InputRules, known_categories: bool) -> type[msgspec.Struct]:
+    """msgspec types for the JSON batch: types and required/unknown fields are checked in C. With
+    `known_categories`, a categorical takes only the categories the model knows (or a whole number):
+    msgspec then hands back its own string per category instead of a new one per value."""
     fields: list[tuple[str, object]] = [("f_id", str | int)]
     rename = {"f_id": ID_COLUMN}
     for position, spec in enumerate(rules.specs):
-        kind: object = float if not spec.categorical else str | int
+        kind: object = float
+        if spec.categorical:
+            known = known_categories and spec.categories
+            kind = Literal[tuple(spec.categories)] | int if known else str | int  # type: ignore[misc]
         if spec.nullable:
             kind = kind | None  # type: ignore[operator]
         fields.append((f"f{position}", kind))
         rename[f"f{position}"] = spec.name
-    customer = msgspec.defstruct("Customer", fields, rename=rename, forbid_unknown_fields=True)
+    # gc=False: ten thousand decoded customers are not tracked by the cyclic collector.
+    customer = msgspec.defstruct("Customer", fields, rename=rename, forbid_unknown_fields=True, gc=False)
     return msgspec.defstruct(
         "BatchEnvelope",
         [("customers", list[customer]), ("explain", bool, True), ("lang", Literal[LANGUAGES], "en")],  # type: ignore[valid-type]
@@ -314,119 +342,96 @@ def _batch_struct(rules: InputRules) -> type[msgspec.Struct]:
 # ------------------------------------------------------------------------------------------ responses
 
 
-# The order of `ScoredBatch.results`.
-_KEYS = (
-    b'{"customer_id":', b',"churn_probability":', b',"health_score":', b',"alert_tier":',
-    b',"model_tier":', b',"escalated_by":', b',"value_tier":', b',"value_score":', b',"priority":',
-    b',"reasons":', b',"group_scores":', b',"flags":', b',"model_version":',
-)  # fmt: skip
-_NULL, _EMPTY = b"null", b"[]"
+class _Reason(msgspec.Struct, gc=False):
+    """A model driver as `ScoredBatch.results` spells it (rule reasons come as dicts, with severity)."""
+
+    code: str
+    feature: str
+    group: str
+    value: Any
+    impact: Any
+    message: str
 
 
-FEW_RESULTS = 16  # up to this many results, dicts and one encode beat the columnar set-up
+class _Result(msgspec.Struct, gc=False):
+    """One result, fields in the order of `ScoredBatch.results`: encoded in C, no dict per customer."""
+
+    customer_id: str
+    churn_probability: float
+    health_score: int
+    alert_tier: str
+    model_tier: str
+    escalated_by: list
+    value_tier: Any
+    value_score: Any
+    priority: Any
+    reasons: Any
+    group_scores: Any
+    flags: list
+    model_version: str
 
 
-def _results(batch: ScoredBatch, language: Language) -> list[dict]:
-    """Result dicts with reasons and group scores as ready-made JSON (no dict per reason)."""
-    if batch.explanations is None or batch.group_scores is None:
-        return batch.results(language=language)
-    template = "{" + ",".join(f'"{name}":%d' for name in batch.group_names) + "}"  # plain words
-    reasons = [msgspec.Raw(row) for row in batch.reason_json_rows(language)]
-    groups = [msgspec.Raw((template % tuple(row)).encode()) for row in batch.group_scores.tolist()]
-    return batch.results(reasons, groups, language)
+@functools.lru_cache(maxsize=16)
+def _group_struct(names: tuple[str, ...]) -> type[msgspec.Struct]:
+    fields = [(f"g{position}", int) for position in range(len(names))]
+    rename = {f"g{position}": name for position, name in enumerate(names)}
+    return msgspec.defstruct("GroupScores", fields, rename=rename, gc=False)
 
 
-def _numbers(values: list) -> list[bytes]:
-    """Each number's JSON (None as null): numbers never hold a comma, so one encode and a split."""
-    return _encoder.encode(values)[1:-1].split(b",") if values else []
+def _reason_rows(batch: ScoredBatch, language: Language) -> list[tuple]:
+    """Per customer, the rule reasons then the model's drivers (built slot by slot with `map`)."""
+    assert batch.explanations is not None
+    slots = [list(map(_Reason, *column)) for column in batch.explanations.columns(language)]
+    rows: list[tuple] = list(zip(*slots, strict=True)) if slots else [()] * len(batch)
+    hits = batch.rule_hits
+    if hits is not None and hits.hits.any():
+        for row, rules in enumerate(hits.reasons(language)):
+            if rules:
+                rows[row] = (*rules, *rows[row])
+    return rows
 
 
-def _few(values: list) -> list[bytes]:
-    """JSON of values drawn from a few distinct ones (tiers, priorities): one encode per distinct."""
-    known = {value: _encoder.encode(value) for value in set(values)}
-    return list(map(known.__getitem__, values))
-
-
-def _lists(values: list[list]) -> list[bytes]:
-    """JSON of per-row lists that are mostly empty (flags, escalating rules)."""
-    encode = _encoder.encode
-    return [encode(value) if value else _EMPTY for value in values]
-
-
-Item = bytes | list[bytes]  # the same bytes in every row, or each row's bytes
-
-
-def _result_items(batch: ScoredBatch, language: Language) -> list[Item]:
-    """The results' JSON as a row template, in the order of `ScoredBatch.results`: keys and other
-    fixed text as bytes, values as one list per field. Column-wise, so a 10,000-row answer builds no
-    dict per row."""
+def _result_structs(batch: ScoredBatch, language: Language) -> list[_Result]:
+    """The results (the documents `ScoredBatch.results` gives), built column by column."""
     rows = len(batch)
     value = batch.value
-    model_tier = batch.model_tier if batch.model_tier is not None else batch.tier
-    hits = batch.rule_hits
-    escalated = [_EMPTY] * rows if hits is not None and not hits.escalating.any() else None
-    if batch.explanations is not None and batch.group_scores is not None:
-        # One part per row each: joining parts costs as much as building them, so fewer is faster.
-        reasons: list[Item] = [batch.reason_json_rows(language)]
-        template = "{" + ",".join(f'"{name}":%d' for name in batch.group_names) + "}"  # plain words
-        groups: list[Item] = [[(template % tuple(row)).encode() for row in batch.group_scores.tolist()]]
-    else:
-        reasons, groups = [_NULL], [_NULL]
+    value_tier = value_score = priority = reasons = groups = [None] * rows
     if value is not None:
-        score = value.score
-        value_score = _numbers(np.where(np.isnan(score), None, score).tolist())
-        value_tier, priority = _few(value.tier.tolist()), _numbers(value.priority.tolist())
-    else:
-        value_score = value_tier = priority = [_NULL] * rows
-    fields: list[list[Item]] = [
-        [list(map(_encoder.encode, batch.customer_ids))],
-        [_numbers(batch.probability.tolist())],
-        [_numbers(batch.health.tolist())],
-        [_few(batch.tier.tolist())],
-        [_few(model_tier.tolist())],
-        [escalated if escalated is not None else _lists(batch.escalated_by())],
-        [value_tier],
-        [value_score],
-        [priority],
+        value_tier, priority = value.tier.tolist(), value.priority.tolist()
+        value_score = np.where(np.isnan(value.score), None, value.score).tolist()
+    if batch.explanations is not None and batch.group_scores is not None:
+        reasons = _reason_rows(batch, language)
+        columns = batch.group_scores.astype(np.int64).T.tolist()
+        grouped = _group_struct(tuple(batch.group_names))
+        groups = list(map(grouped, *columns)) if columns else [{}] * rows
+    model_tier = batch.model_tier if batch.model_tier is not None else batch.tier
+    fields = [
+        batch.customer_ids,
+        batch.probability.tolist(),
+        batch.health.tolist(),
+        batch.tier.tolist(),
+        model_tier.tolist(),
+        batch.escalated_by(),
+        value_tier,
+        value_score,
+        priority,
         reasons,
         groups,
-        [_lists(batch.flags)],
-        [_encoder.encode(batch.model_version) + b"}"],
+        batch.flags,
+        [batch.model_version] * rows,
     ]
-    items: list[Item] = []
-    for key, field_items in zip(_KEYS, fields, strict=True):
-        items.append(key)
-        items += field_items
-    merged: list[Item] = []  # adjacent fixed texts as one: fewer parts to interleave and join
-    for item in items:
-        if isinstance(item, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] += item
-        else:
-            merged.append(item)
-    return merged
-
-
-def _results_json(batch: ScoredBatch, language: Language) -> bytes:
-    """The results as a JSON array: every item of every row interleaved into one list, joined once."""
-    rows = len(batch)
-    if rows <= FEW_RESULTS:
-        return _encoder.encode(_results(batch, language))
-    items = _result_items(batch, language)
-    width = len(items) + 1  # then the separator between results
-    parts: list[bytes] = [b","] * (rows * width)
-    for position, item in enumerate(items):
-        parts[position::width] = [item] * rows if isinstance(item, bytes) else item
-    parts[-1] = b"]"
-    return b"[" + b"".join(parts)
+    assert all(len(field) == rows for field in fields)  # map() stops at the shortest
+    return list(map(_Result, *fields))
 
 
 def batch_body(batch: ScoredBatch, language: Language = "en") -> bytes:
     head = b'{"model_version":' + _encoder.encode(batch.model_version)
-    return head + b',"count":%d,"results":' % len(batch) + _results_json(batch, language) + b"}"
+    results = _encoder.encode(_result_structs(batch, language))
+    return head + b',"count":%d,"results":' % len(batch) + results + b"}"
 
 
 def single_body(batch: ScoredBatch, language: Language = "en") -> bytes:
-    return _results_json(batch, language)[1:-1]
+    return _encoder.encode(_result_structs(batch, language)[0])
 
 
 def parquet_body(batch: ScoredBatch, language: Language = "en") -> bytes:

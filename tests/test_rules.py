@@ -312,7 +312,9 @@ def test_predictor_escalates_through_score_history_and_lists_the_rule_first() ->
     # The wire encoding is the same document.
     import json
 
-    assert json.loads(batch.reason_json_rows("zh")[0]) == batch.reasons_in("zh")[0]
+    from service.payloads import single_body
+
+    assert json.loads(single_body(batch, "zh"))["reasons"] == batch.reasons_in("zh")[0]
 
 
 def test_rules_a_model_cannot_evaluate_are_inactive_and_named() -> None:
