@@ -90,7 +90,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     flags TEXT                        -- JSON list of input flags, null when none
 );
 CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions (logged_at);
-CREATE INDEX IF NOT EXISTS predictions_customer ON predictions (customer_id, logged_at);
+-- Covering: a customer's oldest score in a window is read from the index alone (score history).
+CREATE INDEX IF NOT EXISTS predictions_customer_health ON predictions (customer_id, logged_at, health_score);
+DROP INDEX IF EXISTS predictions_customer;
 CREATE TABLE IF NOT EXISTS prediction_batches (
     id INTEGER PRIMARY KEY,
     logged_at TEXT NOT NULL,
@@ -121,7 +123,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     flags TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions (logged_at);
-CREATE INDEX IF NOT EXISTS predictions_customer ON predictions (customer_id, logged_at);
+-- Covering: a customer's oldest score in a window is read from the index alone (score history).
+CREATE INDEX IF NOT EXISTS predictions_customer_health ON predictions (customer_id, logged_at, health_score);
+DROP INDEX IF EXISTS predictions_customer;
 CREATE TABLE IF NOT EXISTS prediction_batches (
     id BIGSERIAL PRIMARY KEY,
     logged_at TEXT NOT NULL,
@@ -471,7 +475,7 @@ class PredictionLog:
         return _finish(frames)
 
     # Each customer's oldest logged row since a time: SQLite takes a bare column from the row that
-    # MIN() picks, and the (customer_id, logged_at) index answers it without reading other rows.
+    # MIN() picks, and the (customer_id, logged_at, health_score) index answers it without the table.
     _OLDEST_ROWS = (
         "SELECT customer_id, MIN(logged_at), health_score FROM predictions "
         "WHERE logged_at >= {p} AND customer_id IN ({ids}) GROUP BY customer_id"
@@ -495,7 +499,7 @@ class PredictionLog:
         wanted = asked.unique()
         times = np.full(len(wanted), _NEVER, dtype=object)
         health = np.full(len(wanted), np.nan)
-        for customers, logged, scores in self._oldest_rows(wanted.tolist(), start):
+        for customers, logged, scores in self._oldest_rows_of_many(wanted.tolist(), start):
             positions = wanted.get_indexer(customers)
             times[positions] = logged
             health[positions] = scores
@@ -535,6 +539,23 @@ class PredictionLog:
             remaining = [c for c in remaining if c not in held]
         return np.array([oldest[c][1] if c in oldest else np.nan for c in ids], dtype=float)
 
+    def _oldest_rows_of_many(
+        self, wanted: list[str], start: str
+    ) -> Iterator[tuple[list[str], list[str], list]]:
+        """`_oldest_rows` reading whichever side is smaller: the rows logged since `start` when there
+        are no more of them than customers wanted (none at all when only batches were scored), else
+        each customer's rows through the index."""
+        p = self.placeholder
+        in_window = self._query(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM predictions WHERE logged_at >= {p} "
+            f"LIMIT {len(wanted) + 1}) AS window_rows",
+            [start],
+        )[0][0]
+        if in_window > len(wanted):
+            yield from self._oldest_rows(wanted, start)
+        elif in_window:
+            yield from self._oldest_in_window(wanted, start)
+
     def _oldest_rows(self, wanted: list[str], start: str) -> Iterator[tuple[list[str], list[str], list]]:
         """(customers, times, health) of the oldest row of each customer found, chunk by chunk."""
         for offset in range(0, len(wanted), _HISTORY_CHUNK):
@@ -544,6 +565,22 @@ class PredictionLog:
             if found:
                 customers, logged, scores = zip(*found, strict=True)
                 yield [str(c) for c in customers], [str(t) for t in logged], [float(h) for h in scores]
+
+    def _oldest_in_window(self, wanted: list[str], start: str) -> Iterator[tuple[list[str], list[str], list]]:
+        rows = self._query(
+            "SELECT customer_id, logged_at, health_score FROM predictions "
+            f"WHERE logged_at >= {self.placeholder}",
+            [start],
+        )
+        frame = pd.DataFrame(rows, columns=["customer_id", "logged_at", "health_score"])
+        frame = frame[frame["customer_id"].isin(wanted)].sort_values("logged_at", kind="stable")
+        oldest = frame.drop_duplicates("customer_id")
+        if len(oldest):
+            yield (
+                oldest["customer_id"].astype(str).tolist(),
+                oldest["logged_at"].astype(str).tolist(),
+                oldest["health_score"].astype(float).tolist(),
+            )
 
     def _records_since(self, start: str, before: str | None) -> list[tuple]:
         """(id, time) of the batch records logged since `start` (and before `before`), oldest first."""

@@ -405,13 +405,15 @@ def _result_structs(batch: ScoredBatch, language: Language) -> list[_Result]:
         grouped = _group_struct(tuple(batch.group_names))
         groups = list(map(grouped, *columns)) if columns else [{}] * rows
     model_tier = batch.model_tier if batch.model_tier is not None else batch.tier
+    hits = batch.rule_hits
+    escalated = batch.escalated_by() if hits is not None and hits.escalating.any() else [[]] * rows
     fields = [
         batch.customer_ids,
         batch.probability.tolist(),
         batch.health.tolist(),
         batch.tier.tolist(),
         model_tier.tolist(),
-        batch.escalated_by(),
+        escalated,  # one shared [] when no rule escalated anyone: it is only encoded
         value_tier,
         value_score,
         priority,

@@ -509,3 +509,35 @@ def test_logged_history_reads_rows_and_batch_records(tmp_path: Path) -> None:
     prediction_log.compact()
     np.testing.assert_array_equal(history.reference_health(ids, 90), expected)
     prediction_log.close()
+
+
+@pytest.mark.parametrize("asked", [60, 300])  # fewer customers than rows in the window, and more
+def test_oldest_health_of_many_customers_reads_the_oldest_row_in_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: int
+) -> None:
+    """Many customers: looked up customer by customer through the index, or (when the window holds no
+    more rows than customers asked for) by reading the window's rows; the same answer either way."""
+    from datetime import UTC, datetime, timedelta
+
+    import churnguard.prediction_log as prediction_log_module
+    from churnguard.prediction_log import PredictionLog
+
+    predictor = Predictor.load(telco_artifact_dir(), "local")
+    prediction_log = PredictionLog.open(f"sqlite:///{tmp_path / 'log.db'}", batch_rows=1_000)
+    now = datetime.now(UTC)
+    ids = [f"c{i:03d}" for i in range(80)]
+    scored = {}
+    for days, seed in ((200, 1), (60, 2), (10, 3)):  # 200 days ago falls outside the 90-day window
+        rows = telco_rows(80, seed=seed).assign(customer_id=ids)
+        scored[days] = predictor.score_frame(rows)
+        stamp = (now - timedelta(days=days)).isoformat(timespec="microseconds")
+        monkeypatch.setattr(prediction_log_module, "now_iso", lambda stamp=stamp: stamp)
+        prediction_log.append(scored[days], "rows")
+    wanted = [f"c{i:03d}" for i in range(asked)]  # 160 rows in the window
+    found = prediction_log.oldest_health(wanted, now - timedelta(days=90))
+    expected = np.full(asked, np.nan)
+    known = min(asked, 80)
+    expected[:known] = scored[60].health[:known]
+    np.testing.assert_array_equal(found, expected)
+    assert not np.array_equal(scored[60].health, scored[10].health)  # the fixture tells them apart
+    prediction_log.close()
