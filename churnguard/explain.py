@@ -423,7 +423,8 @@ class ReasonBuilder:
         self.feature_groups = _objects([spec.group for spec in self.specs])
         self.raises_codes = _objects([f"raises_risk:{spec.name}" for spec in self.specs])
         self.lowers_codes = _objects([f"lowers_risk:{spec.name}" for spec in self.specs])
-        self._phrases: dict[tuple[int, object, str], _Phrase] = {}
+        self._phrases: dict[tuple[int, str], dict[object, _Phrase]] = {}  # by (feature, language)
+        self._cached = 0
 
     def group_scores(self, contributions: np.ndarray) -> np.ndarray:
         """(rows, groups) integer health sub-scores; columns follow `group_names`."""
@@ -454,13 +455,18 @@ class ReasonBuilder:
         repeat across customers."""
         if value != value or value == MISSING_CATEGORY:  # NaN or a missing category
             value = None
-        key = (feature, value, language)
-        found = self._phrases.get(key)
+        cache = self.phrases(feature, language)
+        found = cache.get(value)
         if found is None:
             found = _Phrase(value, describe_in(language, self.specs[feature], value, self.ranks))
-            if len(self._phrases) < MESSAGE_CACHE:
-                self._phrases[key] = found
+            if self._cached < MESSAGE_CACHE:
+                cache[value] = found
+                self._cached += 1
         return found
+
+    def phrases(self, feature: int, language: Language) -> dict[object, _Phrase]:
+        """The cached phrases of one feature in one language, by value (NaN and missing under None)."""
+        return self._phrases.setdefault((feature, language), {})
 
 
 @dataclass(frozen=True)
@@ -524,7 +530,10 @@ class Explanations:
         for k, feature in enumerate(features.tolist()):
             where = order[bounds[k] : bounds[k + 1]]
             codes, uniques = pd.factorize(values[where], use_na_sentinel=False)
-            found = [phrase(feature, value, language) for value in uniques.tolist()]
+            distinct = uniques.tolist()
+            found = list(map(self.builder.phrases(feature, language).get, distinct))  # mostly cached
+            for position in [k for k, hit in enumerate(found) if hit is None]:
+                found[position] = phrase(feature, distinct[position], language)
             reported[where] = _objects([p.value for p in found])[codes]
             messages[where] = _objects([p.message for p in found])[codes]
         return reported, messages
