@@ -11,10 +11,13 @@ One run, one model, the same customers for everyone:
     calibrated probabilities), the usual way to serve an MLflow model.
 
 Measured, as the median of `--repeats` runs:
-  * single-request latency p50/p99 over one keep-alive http.client connection (service with and
-    without reasons, floor, peer);
+  * single-request latency p50/p99 over one keep-alive http.client connection per server (service
+    with and without reasons, floor, peer), the four taking turns in blocks of 20 requests;
   * batch throughput on 10,000-row batches: JSON and Parquet upload, with and without reasons
-    (service), JSON `dataframe_split` (peer);
+    (service), JSON `dataframe_split` (peer), in rounds that send each batch once and run each
+    in-process baseline once;
+  The turns matter on a shared machine: measured one after the other, a slow spell lands on one side
+  of a ratio only.
   * `--clients` concurrent clients for `--duration` seconds (single requests without reasons):
     errors and throughput, service and peer.
 
@@ -56,6 +59,7 @@ log = logging.getLogger("benchmarks.serving")
 
 BATCH_ROWS = 10_000
 SINGLE_CUSTOMERS = 200
+JSON = "application/json"
 
 
 # ---------------------------------------------------------------------------------------------- servers
@@ -128,42 +132,69 @@ def post(
     return response.status, response.read()
 
 
-def latencies(
-    port: int, path: str, bodies: list[bytes], requests: int, warmup: int = 50
-) -> tuple[float, float]:
-    """(p50, p99) milliseconds of single requests over one keep-alive connection."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    for i in range(warmup):
-        status, data = post(connection, path, bodies[i % len(bodies)], "application/json")
-        if status != 200:
-            raise RuntimeError(f"{path}: {status} {data[:300]!r}")
-    times = []
-    for i in range(requests):
-        body = bodies[i % len(bodies)]
-        started = time.perf_counter()
-        status, data = post(connection, path, body, "application/json")
-        times.append(time.perf_counter() - started)
-        if status != 200:
-            raise RuntimeError(f"{path}: {status} {data[:300]!r}")
-    connection.close()
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
-
-
-def batch_rate(port: int, path: str, body: bytes, content_type: str, rows: int, repeats: int) -> float:
-    """Median rows/s of one batch request, over `repeats` requests (after one warm-up)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+def _checked(connection: http.client.HTTPConnection, path: str, body: bytes, content_type: str) -> None:
     status, data = post(connection, path, body, content_type)
     if status != 200:
         raise RuntimeError(f"{path}: {status} {data[:300]!r}")
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        status, data = post(connection, path, body, content_type)
-        times.append(time.perf_counter() - started)
-        if status != 200:
-            raise RuntimeError(f"{path}: {status} {data[:300]!r}")
-    connection.close()
-    return rows / statistics.median(times)
+
+
+def interleaved_latencies(
+    cases: dict[str, tuple[int, str, list[bytes]]], requests: int, block: int = 20, warmup: int = 50
+) -> dict[str, tuple[float, float]]:
+    """(p50, p99) milliseconds of single requests per case, each over its own keep-alive connection.
+
+    The cases take turns in blocks of `block` requests, so a slow spell on the shared machine falls on
+    all of them alike and the ratios between them hold (run one after the other, they drift apart)."""
+    connections = {
+        key: http.client.HTTPConnection("127.0.0.1", port, timeout=60) for key, (port, _, _) in cases.items()
+    }
+    for key, (_, path, bodies) in cases.items():
+        for i in range(warmup):
+            _checked(connections[key], path, bodies[i % len(bodies)], "application/json")
+    times: dict[str, list[float]] = {key: [] for key in cases}
+    for start in range(0, requests, block):
+        for key, (_, path, bodies) in cases.items():
+            for i in range(start, min(start + block, requests)):
+                started = time.perf_counter()
+                _checked(connections[key], path, bodies[i % len(bodies)], "application/json")
+                times[key].append(time.perf_counter() - started)
+    for connection in connections.values():
+        connection.close()
+    return {
+        key: (float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 99) * 1e3))
+        for key, t in times.items()
+    }
+
+
+def interleaved_rates(
+    requests: dict[str, tuple[int, str, bytes, str]],
+    in_process: dict[str, Callable[[], object]],
+    rows: int,
+    rounds: int,
+) -> dict[str, float]:
+    """Median rows/s per case: every round sends each batch request once (over its own keep-alive
+    connection) and runs each in-process baseline once, so all of them meet the same machine."""
+    connections = {
+        key: http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        for key, (port, _, _, _) in requests.items()
+    }
+    for key, (_, path, body, content_type) in requests.items():  # warm-up
+        _checked(connections[key], path, body, content_type)
+    for func in in_process.values():
+        func()
+    times: dict[str, list[float]] = {key: [] for key in [*requests, *in_process]}
+    for _ in range(rounds):
+        for key, (_, path, body, content_type) in requests.items():
+            started = time.perf_counter()
+            _checked(connections[key], path, body, content_type)
+            times[key].append(time.perf_counter() - started)
+        for key, func in in_process.items():
+            started = time.perf_counter()
+            func()
+            times[key].append(time.perf_counter() - started)
+    for connection in connections.values():
+        connection.close()
+    return {key: rows / statistics.median(t) for key, t in times.items()}
 
 
 def load(port: int, path: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[float, int, int]:
@@ -292,15 +323,12 @@ def main() -> int:
     def explain_in_process() -> None:
         predictor.explainer.explain(Pool(coerced, cat_features=predictor.cat_indices), predictor.thread_count)
 
-    def in_process() -> None:  # measured in every repeat, next to the servers, under the same load
-        results.add(
-            "raw_rows_s", timed_rate(lambda: model.predict_proba(coerced), BATCH_ROWS, args.batch_repeats)
-        )
-        results.add(
-            "raw_categorical_rows_s",
-            timed_rate(lambda: model.predict_proba(categorical), BATCH_ROWS, args.batch_repeats),
-        )
-        results.add("explain_rows_s", timed_rate(explain_in_process, BATCH_ROWS, args.batch_repeats))
+    # Measured in every round of the batch requests, next to the servers, under the same load.
+    in_process = {
+        "raw": lambda: model.predict_proba(coerced),
+        "raw_categorical": lambda: model.predict_proba(categorical),
+        "explain": explain_in_process,
+    }
 
     sample = Pool(coerced.head(1000), cat_features=predictor.cat_indices)
     results.figures["catboost_shap_rows_s"] = timed_rate(
@@ -404,42 +432,45 @@ def main() -> int:
         peer_batch = peer_body(records)
         floor_batch = json.dumps({"customers": records}).encode()
 
-        for repeat in range(args.repeats):
-            log.info("repeat %s/%s: single requests", repeat + 1, args.repeats)
+        single_cases = {
+            key: (ports[name], path, bodies[body_key])
             for key, (name, path, body_key) in {
                 "floor_single": ("floor", "/predict", "service_plain"),
                 "service_single": ("service", "/predict", "service_plain"),
                 "service_single_reasons": ("service", "/predict", "service_reasons"),
                 "peer_single": ("peer", "/invocations", "peer"),
-            }.items():
-                p50, p99 = latencies(ports[name], path, bodies[body_key], args.single_requests)
+            }.items()
+        }
+        parquet_type = "application/vnd.apache.parquet"
+        batch_cases = {
+            "service_json": (ports["service"], "/predict_batch", json_plain, JSON),
+            "service_json_reasons": (ports["service"], "/predict_batch", json_reasons, JSON),
+            "service_parquet": (
+                ports["service"],
+                "/predict_batch?explain=false",
+                parquet.getvalue(),
+                parquet_type,
+            ),
+            "service_parquet_reasons": (
+                ports["service"],
+                "/predict_batch?explain=true",
+                parquet.getvalue(),
+                parquet_type,
+            ),
+            "floor_json": (ports["floor"], "/predict_batch", floor_batch, JSON),
+            "peer_json": (ports["peer"], "/invocations", peer_batch, JSON),
+        }
+        for repeat in range(args.repeats):
+            log.info("repeat %s/%s: single requests, taking turns", repeat + 1, args.repeats)
+            for key, (p50, p99) in interleaved_latencies(single_cases, args.single_requests).items():
                 results.add(f"{key}_p50", p50)
                 results.add(f"{key}_p99", p99)
-            log.info("repeat %s/%s: 10,000-row batches, and in-process", repeat + 1, args.repeats)
-            in_process()
-            batch_cases = {
-                "service_json": ("service", "/predict_batch", json_plain, "application/json"),
-                "service_json_reasons": ("service", "/predict_batch", json_reasons, "application/json"),
-                "service_parquet": (
-                    "service",
-                    "/predict_batch?explain=false",
-                    parquet.getvalue(),
-                    "application/vnd.apache.parquet",
-                ),
-                "service_parquet_reasons": (
-                    "service",
-                    "/predict_batch?explain=true",
-                    parquet.getvalue(),
-                    "application/vnd.apache.parquet",
-                ),
-                "floor_json": ("floor", "/predict_batch", floor_batch, "application/json"),
-                "peer_json": ("peer", "/invocations", peer_batch, "application/json"),
-            }
-            for key, (name, path, body, content_type) in batch_cases.items():
-                repeats = max(1, args.batch_repeats // 2) if name == "peer" else args.batch_repeats
-                results.add(
-                    f"{key}_rows_s", batch_rate(ports[name], path, body, content_type, BATCH_ROWS, repeats)
-                )
+            log.info(
+                "repeat %s/%s: 10,000-row batches and in-process, taking turns", repeat + 1, args.repeats
+            )
+            rates = interleaved_rates(batch_cases, in_process, BATCH_ROWS, args.batch_repeats)
+            for key, rate in rates.items():
+                results.add(f"{key}_rows_s", rate)
 
         for name, path, body_key in (
             ("service", "/predict", "service_plain"),
