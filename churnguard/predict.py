@@ -724,6 +724,7 @@ class Predictor:
             lambda j: features[names[j]].to_numpy(dtype=object),
             explain,
             history,
+            numbers=lambda name: features[name].to_numpy(dtype=float),  # float64 already: no copy
         )
         batch.features = features
         return batch
@@ -740,7 +741,10 @@ class Predictor:
         column: Callable[[int], Sequence[object]],
         explain: bool,
         history: ScoreHistory | None = None,
+        numbers: Callable[[str], np.ndarray] | None = None,
     ) -> ScoredBatch:
+        """`column(j)`: feature j's values as scored, for reasons; `numbers(name)`: a numeric feature's
+        values as floats, for rules and value (default: from `column`)."""
         threads = self._threads(len(customer_ids))
         if explain:
             raw, contributions = self.explainer.explain(pool, threads)
@@ -750,8 +754,9 @@ class Predictor:
         health = self.artifact.health(probability)
         model_tier = self.artifact.tiers(probability)
 
-        def numbers(name: str) -> np.ndarray:
-            return np.asarray(column(self._position[name]), dtype=float)
+        if numbers is None:
+            position = self._position
+            numbers = lambda name: np.asarray(column(position[name]), dtype=float)  # noqa: E731
 
         past = None
         if history is not None and self.rule_book.history_windows:
