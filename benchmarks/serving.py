@@ -300,6 +300,7 @@ def main() -> int:
     from model_fixtures import telco_rows
 
     from churnguard.predict import Predictor
+    from service.payloads import RequestCodec
 
     folder = Path(tempfile.mkdtemp(prefix="churnguard-serving-bench-"))
     uri, local, peer_uri = prepare_model(args, folder)
@@ -428,6 +429,10 @@ def main() -> int:
             "peer": [peer_body([r]) for r in singles],
         }
         json_plain = json.dumps({"customers": records, "explain": False}).encode()
+        # The service's own JSON decode, in-process: with the transport floor and the Categorical
+        # predict, what a service doing nothing else would reach (printed for context, not a bar).
+        codec = RequestCodec(predictor.rules, BATCH_ROWS)
+        in_process["json_decode"] = lambda: codec.batch_json(json_plain)
         json_reasons = json.dumps({"customers": records, "explain": True}).encode()
         peer_batch = peer_body(records)
         floor_batch = json.dumps({"customers": records}).encode()
@@ -458,6 +463,7 @@ def main() -> int:
                 parquet_type,
             ),
             "floor_json": (ports["floor"], "/predict_batch", floor_batch, JSON),
+            "floor_transport": (ports["floor"], "/receive_batch", json_plain, JSON),
             "peer_json": (ports["peer"], "/invocations", peer_batch, JSON),
         }
         for repeat in range(args.repeats):
@@ -515,6 +521,7 @@ def report(results: Results, args: argparse.Namespace, method: str) -> int:
         ("service_parquet", "service Parquet, no reasons"),
         ("service_parquet_reasons", "service Parquet, reasons"),
         ("floor_json", "floor JSON (parse only)"),
+        ("floor_transport", "floor JSON (receive only)"),
         ("peer_json", "peer JSON"),
     ]:
         print(f"  {label:<30} {m(key + '_rows_s'):>12,.0f}")
@@ -523,6 +530,15 @@ def report(results: Results, args: argparse.Namespace, method: str) -> int:
     shap = m("catboost_shap_rows_s")
     print(
         f"  {'explanation in-process':<30} {m('explain_rows_s'):>12,.0f}   (CatBoost ShapValues: {shap:,.0f})"
+    )
+    print(f"  {'JSON decode in-process':<30} {m('json_decode_rows_s'):>12,.0f}")
+    # Receive + decode + Categorical predict and nothing else: the most a JSON batch could reach here.
+    ceiling = 1 / sum(
+        1 / m(key) for key in ("floor_transport_rows_s", "json_decode_rows_s", "raw_categorical_rows_s")
+    )
+    print(
+        f"  {'  receive + decode + predict':<30} {ceiling:>12,.0f}"
+        f"   ({ceiling / m('peer_json_rows_s'):.1f}x the peer)"
     )
     print()
     print(f"{args.clients} clients for {args.duration:.0f}s (single requests, no reasons)")
