@@ -23,7 +23,7 @@ from churnguard.feedback import FeedbackConfig
 from churnguard.rules import EscalationConfig, RuleConfig, check_rule_names
 from churnguard.tiers import TIERS as TIERS  # re-exported: callers import tiers from the policy
 from churnguard.tiers import Tier as Tier
-from churnguard.tiers import TierShares
+from churnguard.tiers import TierShares, tier_positions
 from churnguard.value import ValueConfig, WorklistConfig
 
 HEALTH_AT_MEDIUM = 60
@@ -106,8 +106,7 @@ class TierThresholds(StrictModel):
 
     def positions(self, probability: np.ndarray) -> np.ndarray:
         """Each probability's tier as its position in TIERS (0 high, 1 medium, 2 low; NaN is low)."""
-        probability = np.asarray(probability, dtype=float)
-        return np.where(probability >= self.high, 0, np.where(probability >= self.medium, 1, 2))
+        return tier_positions(probability, self.high, self.medium)
 
 
 _TIER_NAMES = np.array(TIERS)

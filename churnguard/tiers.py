@@ -15,6 +15,14 @@ TIERS: tuple[Tier, ...] = ("high", "medium", "low")
 TIER_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 
 
+def tier_positions(score: np.ndarray, high: float, medium: float) -> np.ndarray:
+    """Each score's tier as its position in TIERS: 0 (high) at or above `high`, 1 (medium) at or above
+    `medium`, else 2 (low; NaN too)."""
+    score = np.asarray(score, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(score >= high, 0, np.where(score >= medium, 1, 2))
+
+
 def tier_ranks(tiers: np.ndarray) -> np.ndarray:
     """`TIER_RANK` of every tier in an array, compared column-wise (no lookup per customer)."""
     tiers = np.asarray(tiers)

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from churnguard.config import StrictModel
 from churnguard.schema import FeatureSchema
-from churnguard.tiers import TIER_RANK, TIERS, Tier, TierShares, tier_ranks
+from churnguard.tiers import TIER_RANK, TIERS, Tier, TierShares, tier_positions, tier_ranks
 
 
 class ValueComponent(StrictModel):
@@ -162,8 +162,7 @@ class ValueModel:
         score = self.scores(column) if self.components else np.full(rows, np.nan)
         known = np.isfinite(score)
         # Positions in TIERS (0 = high), column-wise: the matrix is read with two index arrays.
-        with np.errstate(invalid="ignore"):
-            value_at = np.where(score >= self.high_cut, 0, np.where(score >= self.medium_cut, 1, 2))
+        value_at = tier_positions(score, self.high_cut, self.medium_cut)
         tier = np.array(TIERS, dtype=object)[value_at]
         tier[~known] = None
         value_at[~known] = TIERS.index(self.config.missing_value_tier)
