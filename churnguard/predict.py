@@ -528,21 +528,15 @@ class ScoredBatch:
             self.rule_hits.escalated_by() if self.rule_hits is not None else [[] for _ in self.customer_ids]
         )
 
-    def results(
-        self,
-        reasons: Sequence[object] | None = None,
-        groups: Sequence[object] | None = None,
-        language: Language = "en",
-    ) -> list[dict]:
-        """One prediction-contract dict per customer. `reasons` and `groups` may replace the per-row
-        reasons and group scores with pre-encoded equivalents (the service passes raw JSON)."""
+    def results(self, language: Language = "en") -> list[dict]:
+        """One prediction-contract dict per customer (the service encodes the same documents
+        column-wise: service.payloads)."""
         rows = len(self)
+        reasons = groups = None
         if self.explanations is not None:
-            if reasons is None:
-                reasons = self.reasons if language == "en" else self.reasons_in(language)
-            if groups is None:
-                names = self.group_names
-                groups = [dict(zip(names, g, strict=True)) for g in self.group_scores.tolist()]  # type: ignore[union-attr]
+            reasons = self.reasons if language == "en" else self.reasons_in(language)
+            names = self.group_names
+            groups = [dict(zip(names, g, strict=True)) for g in self.group_scores.tolist()]  # type: ignore[union-attr]
         version = self.model_version
         model_tier = self.model_tier if self.model_tier is not None else self.tier
         value = self.value

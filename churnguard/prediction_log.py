@@ -486,7 +486,8 @@ class PredictionLog:
         none was.
 
         For score-history rules, on the prediction path: rows give each customer's oldest row through
-        the (customer_id, logged_at) index; batch records are read oldest first (only their outputs)
+        the (customer_id, logged_at, health_score) index, or for many customers from the window's rows
+        when those are fewer; batch records are read oldest first (only their outputs)
         until every customer is found, and none at or after a time by which every customer already has
         a row; on a tie the row wins. A decoded batch record is cached by (id, time) as its customers'
         health: it does not change until `compact()` moves it into rows (with the same time). A few

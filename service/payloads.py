@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import Response
 
+from churnguard.explain import REASON_KEYS
 from churnguard.predict import (
     MAX_ID_LENGTH,
     MAX_REPORTED_ERRORS,
@@ -342,15 +343,8 @@ def _batch_struct(rules: InputRules, known_categories: bool) -> type[msgspec.Str
 # ------------------------------------------------------------------------------------------ responses
 
 
-class _Reason(msgspec.Struct, gc=False):
-    """A model driver as `ScoredBatch.results` spells it (rule reasons come as dicts, with severity)."""
-
-    code: str
-    feature: str
-    group: str
-    value: Any
-    impact: Any
-    message: str
+# A model driver, keys as `Explanations.dicts` spells them (rule reasons come as dicts, with severity).
+_Reason = msgspec.defstruct("Reason", [(key, Any) for key in REASON_KEYS], gc=False)
 
 
 class _Result(msgspec.Struct, gc=False):
