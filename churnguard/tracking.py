@@ -48,10 +48,19 @@ def experiment_id(name: str) -> str:
     import mlflow
 
     configure_mlflow()
+    from mlflow.exceptions import MlflowException
+
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    return mlflow.create_experiment(name, artifact_location=f"{artifact_root().rstrip('/')}/{name}")
+    try:
+        return mlflow.create_experiment(name, artifact_location=f"{artifact_root().rstrip('/')}/{name}")
+    except MlflowException:
+        # Another worker of a distributed study created it between our lookup and our create.
+        raced = mlflow.get_experiment_by_name(name)
+        if raced is None:
+            raise
+        return raced.experiment_id
 
 
 @dataclass(frozen=True)
