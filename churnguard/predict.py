@@ -753,8 +753,8 @@ class Predictor:
             numbers = lambda name: np.asarray(column(position[name]), dtype=float)  # noqa: E731
 
         past = None
-        if history is not None and self.rule_book.history_windows:
-            past = {w: history.reference_health(customer_ids, w) for w in self.rule_book.history_windows}
+        if history is not None:
+            past = lambda window, rows: history.reference_health([customer_ids[i] for i in rows], window)  # noqa: E731
         hits = self.rule_book.evaluate(numbers, health, model_tier, past)
         batch = ScoredBatch(
             model_version=self.model_version,

@@ -33,7 +33,7 @@ from churnguard.config import StrictModel
 from churnguard.features import MOM_DAYS, TREND_BASELINE_DAYS, TREND_RECENT_DAYS
 from churnguard.messages import Language
 from churnguard.schema import FeatureSchema, SignalGroup
-from churnguard.tiers import TIER_RANK, TIERS, Tier, tier_ranks
+from churnguard.tiers import TIER_RANK, Tier, tier_ranks
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
@@ -52,6 +52,9 @@ _OPERATORS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     ">=": np.greater_equal,
     ">": np.greater,
 }
+# (window_days, row positions) -> the health at the start of the window for those rows, NaN if unknown.
+ReferenceHealth = Callable[[int, np.ndarray], np.ndarray]
+_TIER_OF_RANK = np.array(sorted(TIER_RANK, key=TIER_RANK.__getitem__))  # rank 0 -> "low"
 # The window a change measure's {window} names: the recent period it compares.
 _CHANGE_WINDOWS = {"trend": TREND_RECENT_DAYS, "mom": MOM_DAYS}
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -219,17 +222,6 @@ class RuleBook:
         # Most severe first: that is the order their reasons are listed in.
         self.active.sort(key=lambda rule: SEVERITY_RANK[rule.severity])
 
-    @property
-    def history_windows(self) -> list[int]:
-        return sorted(
-            {
-                int(condition.window_days)  # type: ignore[arg-type]
-                for rule in self.active
-                for condition in rule.config.when
-                if condition.history is not None
-            }
-        )
-
     def describe(self) -> dict[str, object]:
         """What GET /model says about the rules."""
         return {
@@ -252,30 +244,61 @@ class RuleBook:
         column: Callable[[str], np.ndarray],
         health: np.ndarray,
         model_tier: np.ndarray,
-        reference_health: Mapping[int, np.ndarray] | None = None,
+        reference_health: ReferenceHealth | None = None,
     ) -> RuleHits:
         """Hits of every active rule for a batch. `column(name)` gives a numeric feature as floats;
-        `reference_health[window]` the health at the start of each history window (NaN if unknown)."""
+        `reference_health(window, rows)` the health at the start of a history window for those rows
+        (NaN if unknown), asked only for the rows where the answer can change a hit."""
         rows = len(health)
         hits = np.zeros((rows, len(self.active)), dtype=bool)
         observed: list[np.ndarray] = []
         for position, rule in enumerate(self.active):
             values = np.full((rows, len(rule.features)), np.nan)
             hit = np.ones(rows, dtype=bool)
-            for k, (condition, feature) in enumerate(zip(rule.config.when, rule.features, strict=True)):
+            # Feature conditions first, so the history is read only for the rows they leave standing.
+            for k in sorted(range(len(rule.features)), key=lambda k: rule.features[k] is None):
+                condition, feature = rule.config.when[k], rule.features[k]
                 if feature is not None:
                     value = np.asarray(column(feature), dtype=float)
                 else:
-                    past = (reference_health or {}).get(int(condition.window_days))  # type: ignore[arg-type]
-                    value = np.full(rows, np.nan) if past is None else np.asarray(past, dtype=float) - health
+                    value = _health_drop(condition, health, hit, reference_health)
                 values[:, k] = value
-                missing = np.isnan(value)
-                with np.errstate(invalid="ignore"):
-                    holds = _OPERATORS[condition.op](value, condition.value) & ~missing
-                hit &= holds | (missing & condition.if_missing)
+                holds = _OPERATORS[condition.op](value, condition.value)  # False where NaN
+                hit &= (holds | np.isnan(value)) if condition.if_missing else holds
             hits[:, position] = hit
             observed.append(values)
         return RuleHits(self.active, hits, observed, np.asarray(model_tier, dtype=object))
+
+
+def _health_drop(
+    condition: Condition, health: np.ndarray, standing: np.ndarray, reference_health: ReferenceHealth | None
+) -> np.ndarray:
+    """The health lost since the start of the condition's window (NaN where not looked up or unknown).
+
+    A past health is 0-100, so the drop lies in [-health, 100 - health]: a row where no drop in that
+    range meets the condition (and a missing history is no hit) needs no lookup in the log."""
+    drop = np.full(len(health), np.nan)
+    if reference_health is None:
+        return drop
+    health = np.asarray(health, dtype=float)
+    wanted = standing if condition.if_missing else standing & _may_hold(condition, -health, 100 - health)
+    rows = np.flatnonzero(wanted)
+    if rows.size:
+        past = np.asarray(reference_health(int(condition.window_days), rows), dtype=float)  # type: ignore[arg-type]
+        drop[rows] = past - health[rows]
+    return drop
+
+
+def _may_hold(condition: Condition, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Where `value <op> threshold` holds for some value in [low, high]."""
+    op, threshold = condition.op, condition.value
+    if op in (">=", ">"):
+        return _OPERATORS[op](high, threshold)
+    if op in ("<=", "<"):
+        return _OPERATORS[op](low, threshold)
+    if op == "==":
+        return (low <= threshold) & (threshold <= high)
+    return np.ones(len(low), dtype=bool)  # "!=": some value in any range differs
 
 
 class RuleHits:
@@ -289,13 +312,14 @@ class RuleHits:
         self.observed = observed  # per rule: (rows, conditions) the values compared
         self.model_tier = model_tier
         rank = tier_ranks(model_tier)
-        floor = np.array([TIER_RANK[r.min_tier] if r.min_tier else -1 for r in rules], dtype=np.int64)
-        # A rule escalates a customer when it is hit and asks for more than the model gave.
-        self.escalating = hits & (floor[None, :] > rank[:, None]) if rules else hits
-        raised = np.where(hits, floor[None, :], -1).max(axis=1, initial=-1) if rules else rank
-        final_rank = np.maximum(rank, raised)
-        by_rank = np.array(list(reversed(TIERS)), dtype=object)  # rank 0 -> low
-        self.tier = by_rank[final_rank].astype(str) if len(rank) else model_tier.astype(str)
+        if rules:
+            floor = np.array([TIER_RANK[r.min_tier] if r.min_tier else -1 for r in rules], dtype=np.int64)
+            # A rule escalates a customer when it is hit and asks for more than the model gave.
+            self.escalating = hits & (floor > rank[:, None])
+            rank = np.maximum(rank, np.where(hits, floor, -1).max(axis=1, initial=-1))
+        else:
+            self.escalating = hits
+        self.tier = _TIER_OF_RANK[rank]
 
     def __len__(self) -> int:
         return len(self.hits)

@@ -13,6 +13,7 @@ score reads the same way on every model whatever its base rate.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -171,17 +172,22 @@ def choose_thresholds(
 # ---------------------------------------------------------------------------------------------- health
 
 
+_HEALTH_ANCHORS = np.array([100.0, HEALTH_AT_MEDIUM, HEALTH_AT_HIGH, 0.0])
+# Per tier position (high, medium, low), the health range that reads as that tier.
+_TIER_HEALTH_LOW = np.array([0, HEALTH_AT_HIGH, HEALTH_AT_MEDIUM])
+_TIER_HEALTH_HIGH = np.array([HEALTH_AT_HIGH - 1, HEALTH_AT_MEDIUM - 1, 100])
+
+
+@functools.lru_cache(maxsize=64)
+def _probability_anchors(medium: float, high: float) -> np.ndarray:
+    # Degenerate thresholds (equal anchors) would make np.interp ambiguous; nudge them apart.
+    return np.maximum.accumulate(np.array([0.0, medium, high, 1.0]) + np.arange(4) * 1e-9)
+
+
 def health_score(probability: np.ndarray, thresholds: TierThresholds) -> np.ndarray:
     """0-100, higher is healthier; see the module docstring for the mapping."""
-    anchors_p = [0.0, thresholds.medium, thresholds.high, 1.0]
-    anchors_h = [100.0, HEALTH_AT_MEDIUM, HEALTH_AT_HIGH, 0.0]
-    # Degenerate thresholds (equal anchors) would make np.interp ambiguous; nudge them apart.
-    anchors_p = list(np.maximum.accumulate(np.asarray(anchors_p) + np.arange(4) * 1e-9))
-    score = np.interp(np.asarray(probability, dtype=float), anchors_p, anchors_h)
+    anchors = _probability_anchors(thresholds.medium, thresholds.high)
+    score = np.floor(np.interp(np.asarray(probability, dtype=float), anchors, _HEALTH_ANCHORS) + 0.5)
     # Keep health strictly consistent with tiers after rounding (29.6 must not round to a "medium" 30).
-    score = np.floor(score + 0.5)
     tier = thresholds.positions(probability)
-    score = np.where(tier == 0, np.minimum(score, HEALTH_AT_HIGH - 1), score)
-    score = np.where(tier == 1, np.clip(score, HEALTH_AT_HIGH, HEALTH_AT_MEDIUM - 1), score)
-    score = np.where(tier == 2, np.maximum(score, HEALTH_AT_MEDIUM), score)
-    return score.astype(int)
+    return np.clip(score, _TIER_HEALTH_LOW[tier], _TIER_HEALTH_HIGH[tier]).astype(int)

@@ -19,8 +19,7 @@ def tier_positions(score: np.ndarray, high: float, medium: float) -> np.ndarray:
     """Each score's tier as its position in TIERS: 0 (high) at or above `high`, 1 (medium) at or above
     `medium`, else 2 (low; NaN too)."""
     score = np.asarray(score, dtype=float)
-    with np.errstate(invalid="ignore"):
-        return np.where(score >= high, 0, np.where(score >= medium, 1, 2))
+    return 2 - (score >= medium) - (score >= high)  # comparisons with NaN are False: low
 
 
 def tier_ranks(tiers: np.ndarray) -> np.ndarray:

@@ -84,6 +84,7 @@ class WorklistConfig(StrictModel):
     top_reasons: int = Field(3, ge=1, le=20, description="reasons listed per customer")
 
 
+_TIER_NAMES = np.array(TIERS, dtype=object)
 _POSITION_OF_RANK = np.array([TIERS.index(t) for t in sorted(TIER_RANK, key=TIER_RANK.__getitem__)])
 
 
@@ -145,17 +146,16 @@ class ValueModel:
 
     def scores(self, column: Callable[[str], np.ndarray]) -> np.ndarray:
         """Weighted mean of the component percentiles (NaN where none is known); needs components."""
-        total = weights = None
+        total = weights = 0.0
         for component in self.components:
             values = np.asarray(column(component.feature), dtype=float)
-            known = np.isfinite(values)
-            percentile = np.searchsorted(component.reference, values, side="right") / component.reference.size
-            part = np.where(known, component.weight * percentile, 0.0)
-            weight = np.where(known, component.weight, 0.0)
-            total = part if total is None else total + part
-            weights = weight if weights is None else weights + weight
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(weights > 0, total / weights, np.nan)  # type: ignore[operator]
+            # An unknown value weighs nothing (searchsorted puts NaN past the end: a finite percentile).
+            weight = np.isfinite(values) * component.weight
+            percentile = component.reference.searchsorted(values, side="right") / component.reference.size
+            total = total + weight * percentile
+            weights = weights + weight
+        scores = np.full(np.shape(weights), np.nan)
+        return np.divide(total, weights, out=scores, where=weights > 0)
 
     def assess(self, column: Callable[[str], np.ndarray], alert_tier: np.ndarray) -> ValueAssessment:
         rows = len(alert_tier)
@@ -163,11 +163,12 @@ class ValueModel:
         known = np.isfinite(score)
         # Positions in TIERS (0 = high), column-wise: the matrix is read with two index arrays.
         value_at = tier_positions(score, self.high_cut, self.medium_cut)
-        tier = np.array(TIERS, dtype=object)[value_at]
-        tier[~known] = None
-        value_at[~known] = TIERS.index(self.config.missing_value_tier)
+        tier = _TIER_NAMES[value_at]
+        if not known.all():
+            tier[~known] = None
+            value_at[~known] = TIERS.index(self.config.missing_value_tier)
         alert_at = _POSITION_OF_RANK[tier_ranks(alert_tier)]
-        return ValueAssessment(np.round(score, 4), tier, self._priority[alert_at, value_at])
+        return ValueAssessment(score.round(4), tier, self._priority[alert_at, value_at])
 
     def describe(self) -> dict[str, object]:
         """What GET /model says about customer value."""

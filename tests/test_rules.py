@@ -92,7 +92,6 @@ def test_the_shipped_rules_are_all_active_on_the_crm_features() -> None:
         "no_recent_order", "activity_drop", "no_recent_login", "low_csat_repeated", "payment_overdue",
         "key_contact_changed", "ticket_surge", "health_drop",
     }  # fmt: skip
-    assert book.history_windows == [90]
 
 
 def test_a_steady_customer_hits_no_rule() -> None:
@@ -233,12 +232,56 @@ def test_health_down_20_points_over_90_days() -> None:
     np.testing.assert_array_equal(reference[90], [85, 70, np.nan, np.nan])  # oldest in the window
     health = np.array([60, 55, 40, 10])
     zeros = lambda name: np.zeros(len(ids))  # noqa: E731 - no event rule fires on all-zero features...
-    hits = book.evaluate(zeros, health, np.array(["low"] * 4), reference)
+    asked: list[list[int]] = []
+
+    def lookup(window: int, rows: np.ndarray) -> np.ndarray:
+        asked.append(rows.tolist())
+        return reference[window][rows]
+
+    hits = book.evaluate(zeros, health, np.array(["low"] * 4), lookup)
     codes = [[c for c in row if c == "rule:health_drop"] for row in hits.hit_codes()]
     assert codes == [["rule:health_drop"], [], [], []]  # 25 points: hit; 15: not; outside window: none
+    assert asked == [[0, 1, 2, 3]]  # every health here is low enough for a 20-point drop
     (reason,) = [r for r in hits.reasons("en")[0] if r["code"] == "rule:health_drop"]
     assert reason["message"] == "health score down 25 points in 90 days"
     assert reason["value"] == 25 and reason["impact"] is None and reason["severity"] == "critical"
+
+
+def test_the_score_history_is_read_only_for_rows_where_it_can_change_a_hit() -> None:
+    def rule(*when: dict, if_missing: bool = False) -> RuleConfig:
+        history = {"history": "health_drop", "window_days": 90, "if_missing": if_missing}
+        return RuleConfig.model_validate(
+            {
+                "severity": "warning",
+                "when": [*when[:-1], {**history, **when[-1]}],
+                "message": {"en": "m", "zh": "m"},
+            }
+        )
+
+    contact = {"feature": "contact_change__count_90d", "op": ">=", "value": 1}
+    health = np.array([90, 50, 50, 85, 20])
+    changed = np.array([1.0, 1.0, 0.0, 1.0, 1.0])
+    past = np.array([100.0, 75.0, 90.0, np.nan, 30.0])  # drops: 10, 25, 40, unknown, 10
+
+    def hits(config: RuleConfig) -> tuple[list[bool], list[int]]:
+        asked: list[int] = []
+
+        def lookup(window: int, rows: np.ndarray) -> np.ndarray:
+            assert window == 90
+            asked.extend(rows.tolist())
+            return past[rows]
+
+        book = RuleBook({"r": config}, EscalationConfig(), crm_schema())
+        found = book.evaluate(lambda n: changed, health, np.array(["low"] * 5), lookup)
+        return found.hits[:, 0].tolist(), asked
+
+    # A 20-point drop needs health <= 80 now, and the contact condition must hold: rows 1 and 4.
+    assert hits(rule(contact, {"op": ">=", "value": 20})) == ([False, True, False, False, False], [1, 4])
+    # A rise of 30 or more (drop <= -30) needs health >= 30 now: rows 0, 1, 2, 3.
+    assert hits(rule({"op": "<=", "value": -30})) == ([False] * 5, [0, 1, 2, 3])
+    # When a missing history is a hit, every row the other conditions leave standing is read.
+    found, asked = hits(rule(contact, {"op": ">=", "value": 20}, if_missing=True))
+    assert found == [False, True, False, True, False] and asked == [0, 1, 3, 4]
 
 
 # ------------------------------------------------------------------------------------------ escalation
