@@ -365,6 +365,14 @@ class _Result(msgspec.Struct, gc=False):
     model_version: str
 
 
+class _Answer(msgspec.Struct, gc=False):
+    """A batch answer: encoded into one buffer (no copies of a multi-megabyte body to join it)."""
+
+    model_version: str
+    count: int
+    results: list[_Result]
+
+
 @functools.lru_cache(maxsize=16)
 def _group_struct(names: tuple[str, ...]) -> type[msgspec.Struct]:
     fields = [(f"g{position}", int) for position in range(len(names))]
@@ -421,9 +429,7 @@ def _result_structs(batch: ScoredBatch, language: Language) -> list[_Result]:
 
 
 def batch_body(batch: ScoredBatch, language: Language = "en") -> bytes:
-    head = b'{"model_version":' + _encoder.encode(batch.model_version)
-    results = _encoder.encode(_result_structs(batch, language))
-    return head + b',"count":%d,"results":' % len(batch) + results + b"}"
+    return _encoder.encode(_Answer(batch.model_version, len(batch), _result_structs(batch, language)))
 
 
 def single_body(batch: ScoredBatch, language: Language = "en") -> bytes:
