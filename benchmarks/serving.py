@@ -14,8 +14,9 @@ Measured, as the median of `--repeats` runs:
   * single-request latency p50/p99 over one keep-alive http.client connection per server (service
     with and without reasons, floor, peer), the four taking turns in blocks of 20 requests;
   * batch throughput on 10,000-row batches: JSON and Parquet upload, with and without reasons
-    (service), JSON `dataframe_split` (peer), in rounds that send each batch once and run each
-    in-process baseline once;
+    (service), JSON `dataframe_split` (peer; the bar's figure) and, for reference, the peer's
+    `dataframe_records` (the same row objects the service takes), in rounds that send each batch once
+    and run each in-process baseline once;
   The turns matter on a shared machine: measured one after the other, a slow spell lands on one side
   of a ratio only.
   * `--clients` concurrent clients for `--duration` seconds (single requests without reasons):
@@ -300,7 +301,7 @@ def main() -> int:
     from model_fixtures import telco_rows
 
     from churnguard.predict import Predictor
-    from service.payloads import RequestCodec
+    from service.payloads import RequestCodec, batch_body
 
     folder = Path(tempfile.mkdtemp(prefix="churnguard-serving-bench-"))
     uri, local, peer_uri = prepare_model(args, folder)
@@ -433,8 +434,13 @@ def main() -> int:
         # predict, what a service doing nothing else would reach (printed for context, not a bar).
         codec = RequestCodec(predictor.rules, BATCH_ROWS)
         in_process["json_decode"] = lambda: codec.batch_json(json_plain)
+        # ...and its JSON answer encoding: with receive and predict, what no JSON service can go below.
+        scored = predictor.score_frame(rows, explain=False)
+        in_process["json_encode"] = lambda: batch_body(scored)
         json_reasons = json.dumps({"customers": records, "explain": True}).encode()
         peer_batch = peer_body(records)
+        # For reference: the peer given the same row objects as the service (its `dataframe_records`).
+        peer_records = json.dumps({"dataframe_records": records}).encode()
         floor_batch = json.dumps({"customers": records}).encode()
 
         single_cases = {
@@ -465,6 +471,7 @@ def main() -> int:
             "floor_json": (ports["floor"], "/predict_batch", floor_batch, JSON),
             "floor_transport": (ports["floor"], "/receive_batch", json_plain, JSON),
             "peer_json": (ports["peer"], "/invocations", peer_batch, JSON),
+            "peer_json_records": (ports["peer"], "/invocations", peer_records, JSON),
         }
         for repeat in range(args.repeats):
             log.info("repeat %s/%s: single requests, taking turns", repeat + 1, args.repeats)
@@ -522,7 +529,8 @@ def report(results: Results, args: argparse.Namespace, method: str) -> int:
         ("service_parquet_reasons", "service Parquet, reasons"),
         ("floor_json", "floor JSON (parse only)"),
         ("floor_transport", "floor JSON (receive only)"),
-        ("peer_json", "peer JSON"),
+        ("peer_json", "peer JSON (dataframe_split)"),
+        ("peer_json_records", "  same, dataframe_records"),
     ]:
         print(f"  {label:<30} {m(key + '_rows_s'):>12,.0f}")
     print(f"  {'raw predict_proba in-process':<30} {m('raw_rows_s'):>12,.0f}")
@@ -539,6 +547,15 @@ def report(results: Results, args: argparse.Namespace, method: str) -> int:
     print(
         f"  {'  receive + decode + predict':<30} {ceiling:>12,.0f}"
         f"   ({ceiling / m('peer_json_rows_s'):.1f}x the peer)"
+    )
+    print(f"  {'JSON answer encoding in-process':<30} {m('json_encode_rows_s'):>12,.0f}")
+    # Parsing for free: receive, predict and encode the answer, nothing else (no checks, no log).
+    bound = 1 / sum(
+        1 / m(key) for key in ("floor_transport_rows_s", "raw_categorical_rows_s", "json_encode_rows_s")
+    )
+    print(
+        f"  {'  receive + predict + encode':<30} {bound:>12,.0f}"
+        f"   ({bound / m('peer_json_rows_s'):.1f}x the peer, with no parsing at all)"
     )
     print()
     print(f"{args.clients} clients for {args.duration:.0f}s (single requests, no reasons)")
