@@ -334,8 +334,9 @@ def _read_outputs(kind: str, data: bytes) -> pd.DataFrame:
     ]
 
 
-def _pack(kind: str, data: bytes) -> tuple[str, bytes]:
-    """Text payloads are LZ4-compressed (a fraction of the bytes to write, at memory speed)."""
+def pack_payload(kind: str, data: bytes) -> tuple[str, bytes]:
+    """Text payloads are LZ4-compressed (a fraction of the bytes to write, at memory speed); others,
+    packed ones included, pass as they are. LZ4 releases the GIL: callers may pack in a thread."""
     if kind not in {"json", "csv"}:
         return kind, data
     return f"{kind}+lz4", len(data).to_bytes(8, "little") + pa.compress(data, codec="lz4", asbytes=True)
@@ -438,8 +439,8 @@ class PredictionLog:
                     cursor.executemany(sql, entries)
             return len(batch)
         exchange = exchange or _exchange(batch)
-        inputs_format, inputs = _pack(exchange.inputs_format, exchange.inputs)
-        outputs_format, outputs = _pack(exchange.outputs_format, exchange.outputs)
+        inputs_format, inputs = pack_payload(exchange.inputs_format, exchange.inputs)
+        outputs_format, outputs = pack_payload(exchange.outputs_format, exchange.outputs)
         params = (
             logged_at,
             request_id,

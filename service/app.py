@@ -20,6 +20,7 @@ import os
 import re
 import sqlite3
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +37,7 @@ from starlette.responses import Response
 from churnguard.artifact import ContractError, ModelArtifact
 from churnguard.history import LoggedHistory
 from churnguard.predict import MAX_REPORTED_ERRORS, FieldError, InputError, InputRules
-from churnguard.prediction_log import Exchange, PredictionLog
+from churnguard.prediction_log import Exchange, PredictionLog, pack_payload
 from churnguard.scoring import load_scoring_config
 from churnguard.tracking import RegistryUnavailable, ResolvedModel, resolve_model_for_serving
 from churnguard.value import WorklistConfig
@@ -290,6 +291,8 @@ class ChurnService:
             if settings.enabled
             else None
         )
+        # Large request bodies are compressed for the log on this thread while their batch is scored.
+        self.packer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-pack")
         # Score-history rules (health drop over 90 days) read the prediction log.
         self.history = LoggedHistory(self.prediction_log) if self.prediction_log is not None else None
         STATE.holder, STATE.prediction_log = self.holder, self.prediction_log
@@ -308,6 +311,7 @@ class ChurnService:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.holder.stop()
+        self.packer.shutdown(wait=True)
         if self.prediction_log is not None:
             self.prediction_log.close()
 
@@ -360,7 +364,11 @@ class ChurnService:
         return Response(body, media_type=media, headers=_headers(parsed, version))
 
     def _score_batch(self, parsed: _Parsed) -> tuple[bytes, str]:
-        predictor, request = parsed.served.predictor, parsed.batch
+        predictor, request, prediction_log = parsed.served.predictor, parsed.batch, self.prediction_log
+        # A batch the log keeps as its request body: compress that body while the batch is scored.
+        packed = None
+        if prediction_log is not None and len(request.frame) >= prediction_log.batch_rows:
+            packed = self.packer.submit(pack_payload, request.source, request.body)
         try:
             checked = predictor.rules.check_frame(request.frame)
         except InputError as exc:  # missing or unknown columns
@@ -370,11 +378,10 @@ class ChurnService:
         batch = predictor.score_checked(checked, request.explain, self.history)
         language = request.language
         body = parquet_body(batch, language) if request.parquet_response else batch_body(batch, language)
-        if self.prediction_log is not None:
+        if prediction_log is not None:
             answer = "parquet" if request.parquet_response else "json"
-            self.prediction_log.append(
-                batch, parsed.request_id, Exchange(request.source, request.body, answer, body)
-            )
+            source, inputs = packed.result() if packed is not None else (request.source, request.body)
+            prediction_log.append(batch, parsed.request_id, Exchange(source, inputs, answer, body))
         return body, batch.model_version
 
 
