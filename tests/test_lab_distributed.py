@@ -22,18 +22,30 @@ from training.studies import WORKER_ATTR, open_storage
 pytestmark = pytest.mark.slow
 
 BUDGET = 6
-# Each worker says it is ready after its (slow) imports and waits for the go file, so both start the
-# study together: on a loaded machine one worker could otherwise use the whole budget before the
-# other has imported CatBoost.
+# Each worker waits twice for the other: after its (slow) imports, so both open the study together,
+# and again on reaching the trial loop, so both start trials together. On a loaded machine one worker
+# could otherwise use the whole budget while the other still loads data or waits for the parent run.
 WORKER = """
 import dataclasses, json, logging, os, pathlib, sys, time
 logging.basicConfig(level=logging.INFO)
+from training.trials import TrialRunner
 from training.tune import run_tune
 storage, study, budget, gate = sys.argv[1], sys.argv[2], int(sys.argv[3]), pathlib.Path(sys.argv[4])
+
+def wait_for(name):
+    deadline = time.monotonic() + 300
+    while not (gate / name).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+run_trials = TrialRunner.run
+def run_together(self, *args, **kwargs):
+    (gate / f"at-trials-{os.getpid()}").touch()
+    wait_for("trials-go")
+    return run_trials(self, *args, **kwargs)
+TrialRunner.run = run_together
+
 (gate / f"ready-{os.getpid()}").touch()
-deadline = time.monotonic() + 300
-while not (gate / "go").exists() and time.monotonic() < deadline:
-    time.sleep(0.05)
+wait_for("go")
 result = run_tune("telco", trials=budget, timeout=None, storage=storage, study=study, seed=3)
 print("RESULT " + json.dumps(dataclasses.asdict(result)))
 """
@@ -62,11 +74,12 @@ def test_two_workers_share_one_study_and_register_once(lab_store: dict[str, str]
     gate = tmp_path / "gate"
     gate.mkdir()
     workers = [start_worker(storage, "shared", gate), start_worker(storage, "shared", gate)]
-    deadline = time.monotonic() + 300
-    while len(list(gate.glob("ready-*"))) < 2 and time.monotonic() < deadline:
-        assert all(worker.poll() is None for worker in workers), "a worker died before it was ready"
-        time.sleep(0.1)
-    (gate / "go").touch()
+    for arrived, go in (("ready-*", "go"), ("at-trials-*", "trials-go")):
+        deadline = time.monotonic() + 300
+        while len(list(gate.glob(arrived))) < 2 and time.monotonic() < deadline:
+            assert all(worker.poll() is None for worker in workers), f"a worker died before {arrived}"
+            time.sleep(0.1)
+        (gate / go).touch()
     results = [result_of(worker) for worker in workers]
 
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))
