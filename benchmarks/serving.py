@@ -540,22 +540,23 @@ def report(results: Results, args: argparse.Namespace, method: str) -> int:
         f"  {'explanation in-process':<30} {m('explain_rows_s'):>12,.0f}   (CatBoost ShapValues: {shap:,.0f})"
     )
     print(f"  {'JSON decode in-process':<30} {m('json_decode_rows_s'):>12,.0f}")
+
+    def in_sequence(label: str, keys: tuple[str, ...], note: str = "") -> None:
+        """The rate of doing these steps one after the other and nothing else, against the peer."""
+        rate = 1 / sum(1 / m(key) for key in keys)
+        print(f"  {label:<30} {rate:>12,.0f}   ({rate / m('peer_json_rows_s'):.1f}x the peer{note})")
+
     # Receive + decode + Categorical predict and nothing else: the most a JSON batch could reach here.
-    ceiling = 1 / sum(
-        1 / m(key) for key in ("floor_transport_rows_s", "json_decode_rows_s", "raw_categorical_rows_s")
-    )
-    print(
-        f"  {'  receive + decode + predict':<30} {ceiling:>12,.0f}"
-        f"   ({ceiling / m('peer_json_rows_s'):.1f}x the peer)"
+    in_sequence(
+        "  receive + decode + predict",
+        ("floor_transport_rows_s", "json_decode_rows_s", "raw_categorical_rows_s"),
     )
     print(f"  {'JSON answer encoding in-process':<30} {m('json_encode_rows_s'):>12,.0f}")
     # Parsing for free: receive, predict and encode the answer, nothing else (no checks, no log).
-    bound = 1 / sum(
-        1 / m(key) for key in ("floor_transport_rows_s", "raw_categorical_rows_s", "json_encode_rows_s")
-    )
-    print(
-        f"  {'  receive + predict + encode':<30} {bound:>12,.0f}"
-        f"   ({bound / m('peer_json_rows_s'):.1f}x the peer, with no parsing at all)"
+    in_sequence(
+        "  receive + predict + encode",
+        ("floor_transport_rows_s", "raw_categorical_rows_s", "json_encode_rows_s"),
+        ", with no parsing at all",
     )
     print()
     print(f"{args.clients} clients for {args.duration:.0f}s (single requests, no reasons)")
