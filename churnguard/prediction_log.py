@@ -334,10 +334,13 @@ def _read_outputs(kind: str, data: bytes) -> pd.DataFrame:
     ]
 
 
+COMPRESSED_KINDS = frozenset({"json", "csv"})  # payloads stored LZ4-compressed
+
+
 def pack_payload(kind: str, data: bytes) -> tuple[str, bytes]:
     """Text payloads are LZ4-compressed (a fraction of the bytes to write, at memory speed); others,
     packed ones included, pass as they are. LZ4 releases the GIL: callers may pack in a thread."""
-    if kind not in {"json", "csv"}:
+    if kind not in COMPRESSED_KINDS:
         return kind, data
     return f"{kind}+lz4", len(data).to_bytes(8, "little") + pa.compress(data, codec="lz4", asbytes=True)
 

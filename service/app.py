@@ -37,7 +37,7 @@ from starlette.responses import Response
 from churnguard.artifact import ContractError, ModelArtifact
 from churnguard.history import LoggedHistory
 from churnguard.predict import MAX_REPORTED_ERRORS, FieldError, InputError, InputRules
-from churnguard.prediction_log import Exchange, PredictionLog, pack_payload
+from churnguard.prediction_log import COMPRESSED_KINDS, Exchange, PredictionLog, pack_payload
 from churnguard.scoring import load_scoring_config
 from churnguard.tracking import RegistryUnavailable, ResolvedModel, resolve_model_for_serving
 from churnguard.value import WorklistConfig
@@ -365,9 +365,10 @@ class ChurnService:
 
     def _score_batch(self, parsed: _Parsed) -> tuple[bytes, str]:
         predictor, request, prediction_log = parsed.served.predictor, parsed.batch, self.prediction_log
-        # A batch the log keeps as its request body: compress that body while the batch is scored.
+        # A batch the log keeps as its compressed request body: compress it while the batch is scored.
         packed = None
-        if prediction_log is not None and len(request.frame) >= prediction_log.batch_rows:
+        logged_whole = prediction_log is not None and len(request.frame) >= prediction_log.batch_rows
+        if logged_whole and request.source in COMPRESSED_KINDS:
             packed = self.packer.submit(pack_payload, request.source, request.body)
         try:
             checked = predictor.rules.check_frame(request.frame)
