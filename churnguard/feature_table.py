@@ -128,6 +128,34 @@ def events_table(config: EventsDataset, data: EventsData, labelled: bool = True)
             f"({data.data_end:%Y-%m-%d})"
         )
     population = features.population(data.customers, dates, data.churn_dates)
+    feature_frame, schema = customer_features(config, data, population)
+
+    if config.churn.kind == "explicit":
+        label = features.label_explicit(population, data.churn_dates, config.horizon_days)
+    else:
+        label = features.label_inactivity(population, data.events, config.horizon_days)
+
+    frame = pd.concat(
+        [
+            population[[ID_COLUMN, OBSERVATION_COLUMN]],
+            label.rename(LABEL_COLUMN).astype("int8"),
+            feature_frame,
+        ],
+        axis=1,
+    ).reset_index(drop=True)
+    log.info("built %s rows x %s features for %s", len(frame), len(schema.features), config.name)
+    return FeatureTable(config.name, "events", frame, schema, config.horizon_days, data.report)
+
+
+def customer_features(
+    config: EventsDataset, data: EventsData, population: pd.DataFrame
+) -> tuple[pd.DataFrame, FeatureSchema]:
+    """The model's features for each (customer_id, observation_date) row of `population`, as of its
+    observation moment: tenure, the customers' static columns and the event features.
+
+    The one place both the offline table and the live loop (scoring by id, the daily pass) build
+    features, so training and serving cannot drift apart. Aligned with `population`'s index.
+    """
     event_specs = {name: spec.spec() for name, spec in config.event_types.items()}
     event_frame, event_feature_specs = features.event_features(
         data.events, population, event_specs, config.windows_days
@@ -145,22 +173,12 @@ def events_table(config: EventsDataset, data: EventsData, labelled: bool = True)
         for column in data.static_columns
     ]
     tenure_spec = FeatureSpec(name="tenure_days", dtype="numeric", group="relationship", kind="tenure")
-
-    if config.churn.kind == "explicit":
-        label = features.label_explicit(population, data.churn_dates, config.horizon_days)
-    else:
-        label = features.label_inactivity(population, data.events, config.horizon_days)
-
     frame = pd.concat(
         [
-            population[[ID_COLUMN, OBSERVATION_COLUMN]],
-            label.rename(LABEL_COLUMN).astype("int8"),
             features.tenure_days(population, data.customers).rename("tenure_days"),
             static_frame,
             event_frame,
         ],
         axis=1,
-    ).reset_index(drop=True)
-    schema = FeatureSchema(features=[tenure_spec, *static_specs, *event_feature_specs])
-    log.info("built %s rows x %s features for %s", len(frame), len(schema.features), config.name)
-    return FeatureTable(config.name, "events", frame, schema, config.horizon_days, data.report)
+    )
+    return frame, FeatureSchema(features=[tenure_spec, *static_specs, *event_feature_specs])
