@@ -26,7 +26,7 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN python -m venv /app/.venv \
     && /app/.venv/bin/python -m pip install --quiet "uv==${UV_VERSION}" \
-    && /app/.venv/bin/uv pip sync --python /app/.venv/bin/python requirements.lock
+    && /app/.venv/bin/uv pip sync --compile-bytecode --python /app/.venv/bin/python requirements.lock
 
 COPY pyproject.toml ./
 COPY churnguard ./churnguard
@@ -34,7 +34,8 @@ COPY service ./service
 COPY training ./training
 COPY monitoring ./monitoring
 COPY configs ./configs
-RUN /app/.venv/bin/uv pip install --python /app/.venv/bin/python --no-deps -e .
+RUN /app/.venv/bin/uv pip install --compile-bytecode --python /app/.venv/bin/python --no-deps -e . \
+    && /app/.venv/bin/python -m compileall -q churnguard service training monitoring
 
 # Runs as an unprivileged user (uid 10001): the code and the virtualenv are root-owned and read-only to it;
 # it writes only to its state folder (prediction log, model cache for model.on_registry_error=serve_cached).

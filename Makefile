@@ -12,12 +12,14 @@ AUDIT_PACKAGES := bentoml mlflow mlflow-skinny mlflow-tracing evidently
 
 setup: $(STAMP)
 
-# Re-install only when the lock or the project metadata changes.
+# Re-install only when the lock or the project metadata changes. Bytecode is compiled at install:
+# PYTHONDONTWRITEBYTECODE=1 (CI, the image) would otherwise make every process recompile its imports.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip sync --compile-bytecode --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q churnguard service training monitoring
 	touch $(STAMP)
 
 demo: setup
