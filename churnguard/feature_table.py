@@ -27,7 +27,14 @@ from churnguard.datasets import (
     load_events,
     load_snapshot,
 )
-from churnguard.schema import ID_COLUMN, LABEL_COLUMN, OBSERVATION_COLUMN, FeatureSchema, FeatureSpec
+from churnguard.schema import (
+    ID_COLUMN,
+    LABEL_COLUMN,
+    OBSERVATION_COLUMN,
+    FeatureSchema,
+    FeatureSpec,
+    SignalGroup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +135,9 @@ def events_table(config: EventsDataset, data: EventsData, labelled: bool = True)
             f"({data.data_end:%Y-%m-%d})"
         )
     population = features.population(data.customers, dates, data.churn_dates)
-    feature_frame, schema = customer_features(config, data, population)
+    feature_frame, schema = customer_features(
+        FeaturePlan.from_config(config), data.events, data.customers, population
+    )
 
     if config.churn.kind == "explicit":
         label = features.label_explicit(population, data.churn_dates, config.horizon_days)
@@ -147,35 +156,100 @@ def events_table(config: EventsDataset, data: EventsData, labelled: bool = True)
     return FeatureTable(config.name, "events", frame, schema, config.horizon_days, data.report)
 
 
+@dataclass(frozen=True)
+class FeaturePlan:
+    """What an events model's features are made of: event types, windows and static columns.
+
+    Built from a dataset config for the offline table, or from a model's feature schema for the live
+    loop, which has a model but no config; both give the same columns in the same order.
+    """
+
+    event_types: dict[str, features.EventTypeSpec]
+    windows_days: tuple[int, ...]
+    static_columns: tuple[str, ...]
+    groups: dict[str, SignalGroup]
+    default_group: SignalGroup = "profile"
+    # From a schema: the dtype each static column is scored as (values from a store are coerced to it).
+    static_dtypes: dict[str, str] | None = None
+
+    @classmethod
+    def from_config(cls, config: EventsDataset) -> FeaturePlan:
+        customers = config.customers
+        return cls(
+            {name: spec.spec() for name, spec in config.event_types.items()},
+            tuple(config.windows_days),
+            tuple(customers.static_columns if customers else ()),
+            dict(customers.groups) if customers else {},
+            customers.default_group if customers else "profile",
+        )
+
+    @classmethod
+    def from_schema(cls, schema: FeatureSchema) -> FeaturePlan:
+        """The plan that rebuilds `schema`; ValueError when the schema is not an events model's."""
+        event_types: dict[str, features.EventTypeSpec] = {}
+        windows: list[int] = []
+        for spec in schema.features:
+            if spec.event_type is None:
+                continue
+            if spec.event_type not in event_types:
+                has_value = any(s.event_type == spec.event_type and s.kind == "sum" for s in schema.features)
+                event_types[spec.event_type] = features.EventTypeSpec(spec.group, has_value, spec.label)
+            if spec.kind == "count" and spec.event_type == next(iter(event_types)):
+                windows.append(int(spec.window_days or 0))
+        static = [spec for spec in schema.features if spec.kind == "static"]
+        if not event_types or not windows:
+            raise ValueError("the model has no event features: it scores feature vectors, not customer ids")
+        plan = cls(
+            event_types,
+            tuple(windows),
+            tuple(spec.name for spec in static),
+            {spec.name: spec.group for spec in static},
+            static_dtypes={spec.name: spec.dtype for spec in static},
+        )
+        rebuilt = ["tenure_days", *plan.static_columns]
+        rebuilt += [spec.name for spec in features.event_feature_specs(event_types, plan.windows_days)]
+        if rebuilt != schema.names:
+            raise ValueError("the model's feature schema is not one the event features rebuild, in order")
+        return plan
+
+
 def customer_features(
-    config: EventsDataset, data: EventsData, population: pd.DataFrame
+    plan: FeaturePlan,
+    events: pd.DataFrame,
+    customers: pd.DataFrame,
+    population: pd.DataFrame,
+    *,
+    any_moment: bool = False,
 ) -> tuple[pd.DataFrame, FeatureSchema]:
     """The model's features for each (customer_id, observation_date) row of `population`, as of its
     observation moment: tenure, the customers' static columns and the event features.
 
     The one place both the offline table and the live loop (scoring by id, the daily pass) build
-    features, so training and serving cannot drift apart. Aligned with `population`'s index.
+    features, so training and serving cannot drift apart. `events` and `customers` as `load_events`
+    gives them; `any_moment` allows moments other than midnight (scoring as of now). Aligned with
+    `population`'s index.
     """
-    event_specs = {name: spec.spec() for name, spec in config.event_types.items()}
     event_frame, event_feature_specs = features.event_features(
-        data.events, population, event_specs, config.windows_days
+        events, population, plan.event_types, plan.windows_days, any_moment=any_moment
     )
-    groups = config.customers.groups if config.customers else {}
-    default_group = config.customers.default_group if config.customers else "profile"
-    static = data.customers.set_index(ID_COLUMN)[data.static_columns]
+    static = customers.set_index(ID_COLUMN)[list(plan.static_columns)]
     static_frame = static.reindex(population[ID_COLUMN].to_numpy()).set_axis(population.index)
-    static_specs = [
-        FeatureSpec(
-            name=column,
-            dtype="numeric" if pd.api.types.is_numeric_dtype(static[column]) else "categorical",
-            group=groups.get(column, default_group),
+    static_specs = []
+    for column in plan.static_columns:
+        numeric = pd.api.types.is_numeric_dtype(static[column])
+        if plan.static_dtypes is not None:
+            numeric = plan.static_dtypes[column] == "numeric"
+        static_specs.append(
+            FeatureSpec(
+                name=column,
+                dtype="numeric" if numeric else "categorical",
+                group=plan.groups.get(column, plan.default_group),
+            )
         )
-        for column in data.static_columns
-    ]
     tenure_spec = FeatureSpec(name="tenure_days", dtype="numeric", group="relationship", kind="tenure")
     frame = pd.concat(
         [
-            features.tenure_days(population, data.customers).rename("tenure_days"),
+            features.tenure_days(population, customers).rename("tenure_days"),
             static_frame,
             event_frame,
         ],

@@ -60,11 +60,13 @@ class EventTypeSpec:
 
 @dataclass(frozen=True)
 class _EventIndex:
-    """Events sorted by one int64 key: block * span_days + days since `base_day`.
+    """Events sorted by one int64 key: block * span_days + units (days) since `base_day`.
 
     A block is one (event type, customer) pair: `type_code * n_customers + customer_code`. Whole days are
-    enough to count: every boundary asked about is a midnight, and for a midnight m, timestamp < m
-    exactly when the timestamp's day is before m's day. Exact times live in `latest`, for recency.
+    enough to count when every boundary asked about is a midnight: for a midnight m, timestamp < m
+    exactly when the timestamp's day is before m's day. Scoring as of any other moment (the live loop)
+    builds the index in whole seconds instead (`unit_seconds` 1): same answers, longer keys. Exact
+    times live in `latest`, for recency.
     """
 
     keys: np.ndarray  # sorted int64
@@ -77,6 +79,7 @@ class _EventIndex:
     span_days: int  # every day offset lies in [0, span_days)
     base_second: int
     span_seconds: int
+    unit_seconds: int = _DAY_SECONDS  # what one step of the key's time part is: a day, or a second
 
     def positions(self, blocks: np.ndarray, midnights: np.ndarray) -> np.ndarray:
         """For each (block, midnight in epoch seconds): index of the block's first event at or after it.
@@ -84,7 +87,7 @@ class _EventIndex:
         Days outside the data are clipped to the block's ends, which gives the same answer: an offset
         of `span_days` lands on the next block's first key, that is just past this block.
         """
-        offsets = np.clip(midnights // _DAY_SECONDS - self.base_day, 0, self.span_days)
+        offsets = np.clip(midnights // self.unit_seconds - self.base_day, 0, self.span_days)
         return np.searchsorted(self.keys, blocks * self.span_days + offsets, side="left")
 
     def block_starts(self, blocks: np.ndarray) -> np.ndarray:
@@ -122,13 +125,14 @@ def _build_event_index(
     values: np.ndarray | None,
     n_customers: int,
     n_types: int,
+    unit_seconds: int = _DAY_SECONDS,
 ) -> _EventIndex:
     if seconds.size == 0:
         empty = np.empty(0, np.int64)
-        return _EventIndex(empty, empty, np.empty(0, np.float64), 0, 1, 0, 1)
+        return _EventIndex(empty, empty, np.empty(0, np.float64), 0, 1, 0, 1, unit_seconds)
     base_second = int(seconds.min())
     span_seconds = int(seconds.max()) - base_second + 1
-    days = seconds // _DAY_SECONDS  # floor, negatives included
+    days = seconds // unit_seconds  # floor, negatives included
     base_day = int(days.min())
     span_days = int(days.max()) - base_day + 1
     n_blocks = n_customers * n_types
@@ -151,7 +155,9 @@ def _build_event_index(
     latest -= base_second
     np.maximum.accumulate(latest, out=latest)
     sorted_values = values[order] if values is not None else np.empty(0, np.float64)
-    return _EventIndex(keys, latest, sorted_values, base_day, span_days, base_second, span_seconds)
+    return _EventIndex(
+        keys, latest, sorted_values, base_day, span_days, base_second, span_seconds, unit_seconds
+    )
 
 
 def _running_sums_by_block(index: _EventIndex) -> tuple[np.ndarray, np.ndarray]:
@@ -201,14 +207,17 @@ def _nanoseconds(column: pd.Series, what: str) -> np.ndarray:
     return column.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
-def _observation_seconds(observation_dates: pd.Series) -> np.ndarray:
+def _observation_seconds(observation_dates: pd.Series, any_second: bool = False) -> np.ndarray:
+    """Epoch seconds of each observation moment: midnights, or with `any_second` whole seconds."""
     nanoseconds = _nanoseconds(observation_dates, OBSERVATION_COLUMN)
     if observation_dates.isna().any():
         raise ValueError(f"{OBSERVATION_COLUMN} has missing values")
-    if (nanoseconds % _DAY_NS != 0).any():
+    if not any_second and (nanoseconds % _DAY_NS != 0).any():
         raise ValueError(
             f"{OBSERVATION_COLUMN} must be midnights (an observation is as of the start of a day)"
         )
+    if (nanoseconds % _SECOND_NS != 0).any():
+        raise ValueError(f"{OBSERVATION_COLUMN} must be whole seconds")
     return nanoseconds // _SECOND_NS
 
 
@@ -376,12 +385,15 @@ def event_features(
     population: pd.DataFrame,
     event_types: Mapping[str, EventTypeSpec],
     windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS,
+    *,
+    any_moment: bool = False,
 ) -> tuple[pd.DataFrame, list[FeatureSpec]]:
     """Windowed counts, sums, means and maxima, trends, recency and latest values per event type, as of
     each population row.
 
     `events`: customer_id, timestamp (datetime64), type, value (float, NaN allowed; read only for types
-    with `has_value`). `population`: customer_id, observation_date (midnights). Only events with
+    with `has_value`). `population`: customer_id, observation_date (midnights; with `any_moment`, any
+    whole second, for scoring as of now). Only events with
     timestamp < observation_date count; a window of w days is [observation_date - w days,
     observation_date). Event types not in `event_types` are ignored, and a type with no events still
     gets its columns, so the schema does not depend on the data.
@@ -408,9 +420,14 @@ def event_features(
         _require_columns(events, [VALUE_COLUMN], "events")
 
     row_customer_codes, customers = _population_codes(population)
-    row_seconds = _observation_seconds(population[OBSERVATION_COLUMN])
+    row_seconds = _observation_seconds(population[OBSERVATION_COLUMN], any_second=any_moment)
+    # Midnights (observation dates, the daily pass) count in whole days; any other moment (scoring by id
+    # as of now) in whole seconds. Both give the same answers at a midnight.
+    unit = _DAY_SECONDS if not (row_seconds % _DAY_SECONDS).any() else 1
 
-    index = _index_events(events, customers, pd.Index(type_names), with_values=needs_values)
+    index = _index_events(
+        events, customers, pd.Index(type_names), with_values=needs_values, unit_seconds=unit
+    )
     running = _running_sums_by_block(index) if needs_values else None
 
     # Rows sorted by (customer, time) make every searchsorted needle array sorted, which numpy's binary
@@ -437,7 +454,7 @@ def event_features(
 
 
 def _index_events(
-    events: pd.DataFrame, customers: pd.Index, types: pd.Index, *, with_values: bool
+    events: pd.DataFrame, customers: pd.Index, types: pd.Index, *, with_values: bool, unit_seconds: int
 ) -> _EventIndex:
     """Encode and sort the events that can matter: known type, a customer in the population, a time."""
     customer_codes = _codes_in(events[ID_COLUMN], customers)
@@ -454,7 +471,9 @@ def _index_events(
         values = values[keep] if values is not None else None
     # Floor to whole seconds (numpy floor-divides negatives too), exact against midnight boundaries.
     seconds = nanoseconds // _SECOND_NS
-    return _build_event_index(customer_codes, type_codes, seconds, values, len(customers), max(len(types), 1))
+    return _build_event_index(
+        customer_codes, type_codes, seconds, values, len(customers), max(len(types), 1), unit_seconds
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
