@@ -11,6 +11,7 @@ files, duplicate ids) are errors and stop the load; row-level problems drop the 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -57,6 +58,15 @@ class LabelSpec(StrictModel):
     negative: str | int | bool | None = None  # when set, any other value is an error
 
 
+class DatasetChecks(StrictModel):
+    """Label checks that `validate` and `tune` apply before anything is trained."""
+
+    # Fewer churners than this cannot be split into train, validation and test and still say anything.
+    min_positives: int = Field(default=20, ge=1)
+    # A single column that ranks churners this well alone is almost always the label in disguise.
+    leak_roc_auc: float = Field(default=0.98, gt=0.5, le=1.0)
+
+
 class SnapshotDataset(StrictModel):
     kind: Literal["snapshot"]
     name: str
@@ -71,6 +81,7 @@ class SnapshotDataset(StrictModel):
     types: dict[str, Literal["numeric", "categorical"]] = {}
     groups: dict[str, SignalGroup] = {}
     default_group: SignalGroup = "profile"
+    checks: DatasetChecks = DatasetChecks()
 
     _path: Path | None = PrivateAttr(default=None)
     _hash: str = PrivateAttr(default="")
@@ -89,7 +100,14 @@ class EventColumns(StrictModel):
     value: str | None = "value"
 
 
-class EventSource(FileSpec):
+class SourceEnd(StrictModel):
+    """`data_end`: the last day a source covers. Without it the source's end comes from its own data;
+    a label needs its whole horizon inside the end of every source that defines churn."""
+
+    data_end: date | None = None
+
+
+class EventSource(FileSpec, SourceEnd):
     columns: EventColumns = EventColumns()
     type: str | None = None  # constant event type for files without a type column
     timestamp_format: str | None = None  # strftime format, e.g. "%Y%m%d"
@@ -101,7 +119,7 @@ class EventSource(FileSpec):
         return self
 
 
-class CustomersSource(FileSpec):
+class CustomersSource(FileSpec, SourceEnd):
     id_column: str = "customer_id"
     signup_column: str | None = None
     signup_format: str | None = None
@@ -111,9 +129,11 @@ class CustomersSource(FileSpec):
     default_group: SignalGroup = "profile"
 
 
-class SubscriptionsSource(FileSpec):
+class SubscriptionsSource(FileSpec, SourceEnd):
     id_column: str = "customer_id"
     end_column: str = "end_date"
+    # The latest start (renewal) date is where the file's knowledge ends; end dates run into the future.
+    start_column: str | None = None
 
 
 class ChurnDefinition(StrictModel):
@@ -171,6 +191,7 @@ class EventsDataset(StrictModel):
     horizon_days: int = Field(gt=0)
     windows_days: list[int] = [7, 30, 90, 180]
     churn: ChurnDefinition
+    checks: DatasetChecks = DatasetChecks()
 
     _path: Path | None = PrivateAttr(default=None)
     _hash: str = PrivateAttr(default="")
@@ -229,6 +250,11 @@ def base_dir(config: DatasetConfig) -> Path:
     return config._path.parent if config._path else config_dir() / "datasets"
 
 
+def config_file(config: DatasetConfig) -> str:
+    """The dataset's YAML file, for messages about its keys."""
+    return str(config._path or config_dir() / "datasets" / f"{config.name}.yaml")
+
+
 # ---------------------------------------------------------------------------------------------- reports
 
 
@@ -274,10 +300,16 @@ class DataReport:
         count = int(mask.sum())
         if not count:
             return
-        examples = [int(i) + 1 for i in np.flatnonzero(mask.to_numpy())[:EXAMPLES]]
+        # The mask's index holds the file's 0-based data rows, even after earlier drops.
+        examples = [int(i) + 1 for i in mask.index[mask.to_numpy()][:EXAMPLES]]
         level = "error" if strict else "warning"
         self.issues.append(DataIssue(level, str(file), column, f"{why}; rows dropped", count, examples))
         self.rows_dropped[str(file)] = self.rows_dropped.get(str(file), 0) + count
+
+    def unknown_names(self, file: Path | str, key: str, names: list[str], columns: list[str]) -> None:
+        """Names in a config key that match no column: a typo would otherwise be ignored silently."""
+        for name in names:
+            self.error(file, None, f"`{key}` names '{name}', which is not a column{closest(name, columns)}")
 
     def format(self) -> str:
         lines = [f"dataset '{self.dataset}':"]
@@ -334,10 +366,33 @@ def read_table(
     return frame
 
 
-def require_columns(frame: pd.DataFrame, columns: list[str], path: Path | str, report: DataReport) -> bool:
-    missing = [c for c in columns if c not in frame.columns]
+def closest_names(name: str, columns: list[str]) -> list[str]:
+    """The column names nearest to `name` (difflib), case differences first."""
+    lowered = {str(c).lower(): str(c) for c in columns}
+    same_but_case = [lowered[name.lower()]] if name.lower() in lowered else []
+    near = difflib.get_close_matches(name, [str(c) for c in columns], n=3, cutoff=0.6)
+    return list(dict.fromkeys(same_but_case + near))[:3]
+
+
+def closest(name: str, columns: list[str]) -> str:
+    """'; did you mean 'x'?' for the nearest column names, or '' when none is close."""
+    near = closest_names(name, columns)
+    return f"; did you mean {' or '.join(repr(c) for c in near)}?" if near else ""
+
+
+def require_columns(
+    frame: pd.DataFrame, columns: list[str], path: Path | str, report: DataReport, key: str | None = None
+) -> bool:
+    missing = list(dict.fromkeys(c for c in columns if c not in frame.columns))
     if missing and not frame.empty:
-        report.error(path, ", ".join(missing), f"missing column(s); the file has: {list(frame.columns)}")
+        have = [str(c) for c in frame.columns]
+        hints = "".join(
+            f"; for '{c}' did you mean {' or '.join(repr(n) for n in near)}?"
+            for c in missing
+            if (near := closest_names(c, have))
+        )
+        where = f" (named in `{key}`)" if key else ""
+        report.error(path, ", ".join(missing), f"missing column(s){where}{hints}; the file has: {have}")
     return not missing
 
 
@@ -397,6 +452,28 @@ def to_numeric(
 # ---------------------------------------------------------------------------------------------- snapshot
 
 
+def check_snapshot_names(config: SnapshotDataset, columns: list[str], report: DataReport) -> None:
+    """Every column the config names must exist: a misspelt `drop_columns` entry would keep a leak in."""
+    yaml = config_file(config)
+    report.unknown_names(yaml, "drop_columns", [c for c in config.drop_columns if c not in columns], columns)
+    report.unknown_names(yaml, "types", [c for c in config.types if c not in columns], columns)
+    not_features = {config.id_column, config.label.column, *config.drop_columns}
+    features = [c for c in columns if c not in not_features]
+    for name in config.groups:
+        if name in not_features and name in columns:
+            role = (
+                "the id column"
+                if name == config.id_column
+                else ("the label column" if name == config.label.column else "dropped by `drop_columns`")
+            )
+            report.error(yaml, None, f"`groups` names '{name}', which is {role}, not a feature")
+        elif name not in columns:
+            report.unknown_names(yaml, "groups", [name], features)
+    for name in config.types:
+        if name in not_features and name in columns:
+            report.error(yaml, None, f"`types` names '{name}', which is not a feature column")
+
+
 @dataclass
 class SnapshotData:
     """One row per customer: `customer_id`, `label` (0/1) and the feature columns."""
@@ -411,10 +488,11 @@ def load_snapshot(config: SnapshotDataset, strict: bool = False) -> SnapshotData
     root = base_dir(config)
     path = resolve_path(config.source.path, root)
     raw = read_table(config.source, root, report, id_columns=(config.id_column,))
-    needed = [config.id_column, config.label.column, *config.types]
-    if raw.empty or not require_columns(raw, needed, path, report):
+    if raw.empty or not require_columns(raw, [config.id_column, config.label.column], path, report):
         report.raise_for_fatal()
-    frame = raw.drop(columns=[c for c in config.drop_columns if c in raw.columns])
+    check_snapshot_names(config, [str(c) for c in raw.columns], report)
+    report.raise_for_fatal()
+    frame = raw.drop(columns=config.drop_columns)
 
     ids = frame[config.id_column].astype("string").str.strip()
     missing_id = ids.isna() | (ids == "")
@@ -474,11 +552,27 @@ class EventsData:
     customers: pd.DataFrame  # customer_id, signup_date, static columns
     churn_dates: pd.Series | None  # indexed by customer_id, NaT = no churn; None for inactivity churn
     static_columns: list[str]
-    data_end: pd.Timestamp  # last moment the data covers
+    data_end: pd.Timestamp  # last moment the events cover
     report: DataReport
+    # Last day a label may reach: the earliest end of the sources that define churn (None: data_end's day).
+    label_end: pd.Timestamp | None = None
+    label_end_source: str = ""  # what sets label_end, for messages
+
+    @property
+    def labels_until(self) -> pd.Timestamp:
+        return (self.label_end if self.label_end is not None else self.data_end).normalize()
 
 
-def read_events(config: EventsDataset, report: DataReport, strict: bool) -> pd.DataFrame:
+@dataclass
+class EventPart:
+    """One events file read and normalised; its index holds the file's 0-based data rows."""
+
+    source: EventSource
+    path: Path
+    frame: pd.DataFrame
+
+
+def read_event_parts(config: EventsDataset, report: DataReport, strict: bool) -> list[EventPart]:
     root = base_dir(config)
     parts = []
     for source in config.events:
@@ -507,21 +601,29 @@ def read_events(config: EventsDataset, report: DataReport, strict: bool) -> pd.D
         keep = ~missing_id & frame["timestamp"].notna()
         frame = frame[keep.to_numpy()]
         frame = frame.assign(customer_id=frame["customer_id"].astype(str), type=frame["type"].astype(str))
-        frame.attrs["source"] = str(path)
-        parts.append(frame)
+        parts.append(EventPart(source, path, frame))
     if not parts:
         report.raise_for_fatal()
-        return pd.DataFrame(columns=["customer_id", "timestamp", "type", "value"])
-    return pd.concat(parts, ignore_index=True)
+    return parts
+
+
+def first_events(parts: list[EventPart]) -> pd.Series:
+    """Each customer's first event over every file, by customer_id (sorted)."""
+    firsts = [part.frame.groupby("customer_id")["timestamp"].min() for part in parts]
+    if not firsts:
+        return pd.Series(dtype="datetime64[ns]", name="timestamp")
+    return pd.concat(firsts).groupby(level=0).min()
 
 
 def read_customers(
-    config: EventsDataset, events: pd.DataFrame, report: DataReport, strict: bool
+    config: EventsDataset, first_seen: pd.Series, report: DataReport, strict: bool
 ) -> pd.DataFrame:
+    """The customers table; `first_seen` (first event per customer_id) stands in for a missing file or
+    signup column."""
     source = config.customers
     if source is None:
         # Without a customers file a customer exists from their first event.
-        first = events.groupby("customer_id", sort=True)["timestamp"].min()
+        first = first_seen.sort_index()
         return pd.DataFrame({"customer_id": first.index.astype(str), "signup_date": first.to_numpy()})
     root = base_dir(config)
     path = resolve_path(source.path, root)
@@ -533,8 +635,16 @@ def read_customers(
     ]
     if config.churn.column:
         needed.append(config.churn.column)
-    if raw.empty or not require_columns(raw, needed, path, report):
+    if raw.empty or not require_columns(raw, needed, path, report, key="customers"):
         report.raise_for_fatal()
+    unknown_groups = [name for name in source.groups if name not in source.static_columns]
+    if unknown_groups:
+        report.unknown_names(config_file(config), "customers.groups", unknown_groups, source.static_columns)
+    not_static = [name for name in source.categorical_columns if name not in source.static_columns]
+    if not_static:
+        report.unknown_names(
+            config_file(config), "customers.categorical_columns", not_static, source.static_columns
+        )
     ids = raw[source.id_column].astype("string").str.strip()
     duplicated = ids.duplicated(keep=False)
     if duplicated.any():
@@ -551,8 +661,7 @@ def read_customers(
             raw[source.signup_column], source.signup_format, path, source.signup_column, report, strict
         ).to_numpy()
     else:
-        first = events.groupby("customer_id")["timestamp"].min()
-        customers["signup_date"] = customers["customer_id"].map(first).astype("datetime64[ns]")
+        customers["signup_date"] = customers["customer_id"].map(first_seen).astype("datetime64[ns]")
     for column in source.static_columns:
         values = raw[column]
         if column in source.categorical_columns or not pd.api.types.is_numeric_dtype(values):
@@ -566,17 +675,56 @@ def read_customers(
     return customers
 
 
-def read_churn_dates(config: EventsDataset, customers: pd.DataFrame, report: DataReport, strict: bool):
+@dataclass
+class ChurnDates:
+    """Churn day per customer (NaT: not churned, as far as the source knows) and where the source ends."""
+
+    dates: pd.Series | None  # None for inactivity churn
+    source_end: pd.Timestamp | None  # the churn source's last day; None: the events' end
+    source: str  # the churn source's file, for messages
+    end_origin: str  # how source_end was found, for messages
+
+
+def censor_after(
+    churn: pd.Series, end: pd.Timestamp, path: Path | str, column: str, report: DataReport, why: str
+) -> pd.Series:
+    """A churn day after the source's end is not known yet (scheduled, or a term still running): no churn."""
+    late = churn.notna() & (churn.dt.normalize() > end)
+    if late.any():
+        report.warn(
+            path,
+            column,
+            f"dates after the data's end ({end:%Y-%m-%d}, {why}) are not churn: the customer was still "
+            "a customer when the data ends",
+            int(late.sum()),
+            [str(customer) for customer in churn.index[late.to_numpy()][:EXAMPLES]],
+        )
+    return churn.where(~late)
+
+
+def read_churn_dates(
+    config: EventsDataset, customers: pd.DataFrame, report: DataReport, strict: bool
+) -> ChurnDates:
     churn = config.churn
     if churn.kind == "inactivity":
-        return None
+        return ChurnDates(None, None, "", "")
     if churn.column:
-        return customers.set_index("customer_id")["__churn_date"].rename("churn_date")
+        source = config.customers
+        path = customers.attrs.get("source", "customers")
+        dates = customers.set_index("customer_id")["__churn_date"].rename("churn_date")
+        if source is not None and source.data_end is not None:
+            end = pd.Timestamp(source.data_end)
+            dates = censor_after(dates, end, path, churn.column, report, "`customers.data_end`")
+            return ChurnDates(dates, end, str(path), "`customers.data_end` in the config")
+        # A customers table carries the churn dates that happened, not the day it was exported:
+        # without `data_end` it is taken to cover as far as the events do.
+        return ChurnDates(dates, None, str(path), "")
     source = churn.subscriptions
     root = base_dir(config)
     path = resolve_path(source.path, root)
     raw = read_table(source, root, report, id_columns=(source.id_column,))
-    if raw.empty or not require_columns(raw, [source.id_column, source.end_column], path, report):
+    needed = [source.id_column, source.end_column, *([source.start_column] if source.start_column else [])]
+    if raw.empty or not require_columns(raw, needed, path, report, key="churn.subscriptions"):
         report.raise_for_fatal()
     ends = pd.DataFrame(
         {
@@ -584,61 +732,112 @@ def read_churn_dates(config: EventsDataset, customers: pd.DataFrame, report: Dat
             "end": parse_timestamps(raw[source.end_column], None, path, source.end_column, report, strict),
         }
     )
+    if source.data_end is not None:
+        end, origin = pd.Timestamp(source.data_end), "`churn.subscriptions.data_end` in the config"
+    elif source.start_column:
+        starts = parse_timestamps(raw[source.start_column], None, path, source.start_column, report, strict)
+        end, origin = starts.max().normalize(), f"its latest '{source.start_column}'"
+    else:
+        end, origin = ends["end"].max().normalize(), f"its latest '{source.end_column}'"
     # A customer with any open subscription (no end date) has not churned.
     still_open = ends.groupby("customer_id")["end"].apply(lambda s: s.isna().any())
     last_end = ends.groupby("customer_id")["end"].max().where(~still_open)
-    return customers["customer_id"].map(last_end).set_axis(customers["customer_id"]).rename("churn_date")
+    dates = customers["customer_id"].map(last_end).set_axis(customers["customer_id"]).rename("churn_date")
+    if pd.notna(end):
+        dates = censor_after(dates, end, path, source.end_column, report, origin)
+    return ChurnDates(dates, end if pd.notna(end) else None, str(path), origin)
+
+
+def source_end(part: EventPart) -> tuple[pd.Timestamp | None, str]:
+    """An events file's last day: declared, or its latest event."""
+    if part.source.data_end is not None:
+        return pd.Timestamp(part.source.data_end), "`data_end` in the config"
+    if part.frame.empty:
+        return None, ""
+    return part.frame["timestamp"].max().normalize(), "its latest event"
+
+
+def label_end_of(
+    config: EventsDataset, parts: list[EventPart], churn: ChurnDates
+) -> tuple[pd.Timestamp | None, str]:
+    """The last day a label may reach: the earliest end among the sources that define churn.
+
+    Inactivity churn is defined by every events file. Explicit churn by its customers column or
+    subscriptions file, and never past the events' end, which the features read.
+    """
+    ends = [(end, f"{part.path} ({origin})") for part in parts for end, origin in [source_end(part)]]
+    ends = [(end, where) for end, where in ends if end is not None]
+    if not ends:
+        return None, ""
+    if config.churn.kind == "inactivity":
+        return min(ends, key=lambda pair: pair[0])
+    events_end = max(ends, key=lambda pair: pair[0])
+    if churn.source_end is not None and churn.source_end < events_end[0]:
+        return churn.source_end, f"{churn.source} ({churn.end_origin})"
+    return events_end
 
 
 def load_events(config: EventsDataset, strict: bool = False, now: pd.Timestamp | None = None) -> EventsData:
-    """Read, normalise and check an events dataset. `strict` turns row drops into errors (validation)."""
+    """Read, normalise and check an events dataset. `strict` turns row drops into errors (validation).
+
+    Drops are checked per events file, so each is credited to its own file and named by its own column.
+    """
     report = DataReport(config.name)
-    events = read_events(config, report, strict)
-    customers = read_customers(config, events, report, strict)
+    parts = read_event_parts(config, report, strict)
+    customers = read_customers(config, first_events(parts), report, strict)
     report.raise_for_fatal()
-    events_file = str(resolve_path(config.events[0].path, base_dir(config)))
-    customers_file = customers.attrs.get("source", events_file)
+    customers_file = customers.attrs.get("source", "the events")
+    signup_by_customer = customers.set_index("customer_id")["signup_date"]
 
     now = now or pd.Timestamp.now(tz="UTC").tz_localize(None)
-    report.dropped(
-        events_file,
-        "timestamp",
-        f"events in the future (after {now:%Y-%m-%d %H:%M} UTC)",
-        events["timestamp"] > now,
-        strict,
-    )
-    events = events[(events["timestamp"] <= now).to_numpy()]
-
-    known = events["customer_id"].isin(customers["customer_id"])
-    report.dropped(events_file, "customer_id", f"events of customers not in {customers_file}", ~known, strict)
-    events = events[known.to_numpy()]
-
-    signup = events["customer_id"].map(customers.set_index("customer_id")["signup_date"])
-    early = signup.notna() & (events["timestamp"] < signup.dt.normalize())
-    report.dropped(events_file, "timestamp", "events before the customer's signup date", early, strict)
-    events = events[(~early).to_numpy()]
-
-    unknown_types = ~events["type"].isin(list(config.event_types))
-    if unknown_types.any():
-        counts = events.loc[unknown_types.to_numpy(), "type"].value_counts().head(EXAMPLES)
-        report.warn(
-            events_file,
-            "type",
-            "event types not in `event_types` are not used for features",
-            int(unknown_types.sum()),
-            [f"{name}: {count}" for name, count in counts.items()],
+    for part in parts:
+        path, columns, frame = part.path, part.source.columns, part.frame
+        future = frame["timestamp"] > now
+        report.dropped(
+            path, columns.timestamp, f"events in the future (after {now:%Y-%m-%d %H:%M} UTC)", future, strict
         )
+        frame = frame[(~future).to_numpy()]
 
-    churn_dates = read_churn_dates(config, customers, report, strict)
+        known = frame["customer_id"].isin(customers["customer_id"])
+        report.dropped(
+            path, columns.customer_id, f"events of customers not in {customers_file}", ~known, strict
+        )
+        frame = frame[known.to_numpy()]
+
+        signup = frame["customer_id"].map(signup_by_customer)
+        early = signup.notna() & (frame["timestamp"] < signup.dt.normalize())
+        report.dropped(path, columns.timestamp, "events before the customer's signup date", early, strict)
+        frame = frame[(~early).to_numpy()]
+
+        unknown_types = ~frame["type"].isin(list(config.event_types))
+        if unknown_types.any():
+            counts = frame.loc[unknown_types.to_numpy(), "type"].value_counts().head(EXAMPLES)
+            report.warn(
+                path,
+                columns.type or "type",
+                "event types not in `event_types` are not used for features",
+                int(unknown_types.sum()),
+                [f"{name}: {count}" for name, count in counts.items()],
+            )
+        part.frame = frame
+
+    churn = read_churn_dates(config, customers, report, strict)
     report.raise_for_errors()
-    events = events.sort_values(["customer_id", "timestamp"], kind="stable").reset_index(drop=True)
+    events = (
+        pd.concat([part.frame for part in parts], ignore_index=True)
+        .sort_values(["customer_id", "timestamp"], kind="stable")
+        .reset_index(drop=True)
+    )
     static = config.customers.static_columns if config.customers else []
     data_end = events["timestamp"].max() if len(events) else now
+    label_end, label_end_source = label_end_of(config, parts, churn)
     return EventsData(
         events,
         customers.drop(columns=["__churn_date"], errors="ignore"),
-        churn_dates,
+        churn.dates,
         static,
         data_end,
         report,
+        label_end,
+        label_end_source,
     )

@@ -19,11 +19,13 @@ import pyarrow.parquet as pq
 
 from churnguard import features
 from churnguard.datasets import (
+    DataError,
     DataReport,
     DatasetConfig,
     EventsData,
     EventsDataset,
     SnapshotDataset,
+    config_file,
     load_events,
     load_snapshot,
 )
@@ -109,20 +111,40 @@ def snapshot_table(config: SnapshotDataset, strict: bool = False) -> FeatureTabl
 
 
 def labelled_observation_dates(config: EventsDataset, data: EventsData) -> list[pd.Timestamp]:
-    """Observation dates whose whole horizon lies inside the data; the rest cannot be labelled yet."""
+    """Observation dates whose whole horizon lies inside every source that defines churn.
+
+    Past `data.labels_until` a churn is not observed yet (right-censoring): those dates are left out,
+    counted and reported, never labelled. None left is an error naming where the data ends.
+    """
     dates = config.observation.dates()
     horizon = pd.Timedelta(days=config.horizon_days)
-    usable = [d for d in dates if d + horizon <= data.data_end.normalize() + pd.Timedelta(days=1)]
-    if len(usable) < len(dates):
-        late = [f"{d:%Y-%m-%d}" for d in dates if d not in usable]
+    last_day = data.labels_until
+    # Explicit churn counts the horizon's last day, (date, date + h]; inactivity reads [date, date + h).
+    limit = last_day if config.churn.kind == "explicit" else last_day + pd.Timedelta(days=1)
+    usable = [d for d in dates if d + horizon <= limit]
+    late = [d for d in dates if d + horizon > limit]
+    where = data.label_end_source or "the events"
+    yaml = config_file(config)
+    if late:
+        rows = len(features.population(data.customers, late, data.churn_dates))
         data.report.warn(
-            str(config._path or f"configs/datasets/{config.name}.yaml"),
+            yaml,
             "observation",
-            f"observation dates whose {config.horizon_days}-day horizon runs past the data "
-            f"(ends {data.data_end:%Y-%m-%d}) are left out",
-            len(late),
-            late,
+            f"observation dates whose {config.horizon_days}-day horizon runs past the last day the data "
+            f"can label ({last_day:%Y-%m-%d}, set by {where}) are left out, unlabelled; "
+            f"{len(late)} of {len(dates)} dates, counted in customer rows",
+            rows,
+            [f"{d:%Y-%m-%d}" for d in late],
         )
+    if not usable:
+        data.report.error(
+            yaml,
+            "observation",
+            f"no observation date between {config.observation.start} and {config.observation.end} has its "
+            f"whole {config.horizon_days}-day horizon by {last_day:%Y-%m-%d} (set by {where}); move "
+            "`observation` earlier, shorten `horizon_days`, or check the sources' `data_end`",
+        )
+        raise DataError(data.report)
     return usable
 
 
