@@ -68,7 +68,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     report = validate_dataset(args.dataset)
     print(report.format())
-    return 1 if report.errors else 0
+    return EXIT_USAGE if report.errors else 0  # data problems exit 2, as every command does
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

@@ -281,6 +281,8 @@ class DataReport:
     issues: list[DataIssue] = field(default_factory=list)
     rows_read: dict[str, int] = field(default_factory=dict)
     rows_dropped: dict[str, int] = field(default_factory=dict)
+    class_counts: dict[int, int] = field(default_factory=dict)  # label -> rows, once labels exist
+    label_rates: dict[str, float] = field(default_factory=dict)  # events: churn rate per observation date
 
     @property
     def errors(self) -> list[DataIssue]:
@@ -316,6 +318,15 @@ class DataReport:
         for name, count in self.rows_read.items():
             dropped = self.rows_dropped.get(name, 0)
             lines.append(f"  read {count:,} rows from {name}" + (f", dropped {dropped:,}" if dropped else ""))
+        if self.class_counts:
+            total = sum(self.class_counts.values())
+            churners, others = self.class_counts.get(1, 0), self.class_counts.get(0, 0)
+            lines.append(
+                f"  labels: {total:,} rows, {churners:,} churners ({churners / total:.1%}), {others:,} not"
+            )
+        if self.label_rates:
+            rates = ", ".join(f"{day} {rate:.1%}" for day, rate in self.label_rates.items())
+            lines.append(f"  churn rate by observation date: {rates}")
         lines += [f"  {issue.format()}" for issue in self.issues] or ["  no problems found"]
         return "\n".join(lines)
 
@@ -367,11 +378,10 @@ def read_table(
 
 
 def closest_names(name: str, columns: list[str]) -> list[str]:
-    """The column names nearest to `name` (difflib), case differences first."""
+    """The column names nearest to `name` (difflib, ignoring case)."""
     lowered = {str(c).lower(): str(c) for c in columns}
-    same_but_case = [lowered[name.lower()]] if name.lower() in lowered else []
-    near = difflib.get_close_matches(name, [str(c) for c in columns], n=3, cutoff=0.6)
-    return list(dict.fromkeys(same_but_case + near))[:3]
+    near = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+    return [lowered[c] for c in near]
 
 
 def closest(name: str, columns: list[str]) -> str:
@@ -452,6 +462,31 @@ def to_numeric(
 # ---------------------------------------------------------------------------------------------- snapshot
 
 
+def check_label_counts(
+    report: DataReport,
+    labels: pd.Series,
+    checks: DatasetChecks,
+    file: Path | str,
+    column: str | None,
+    hint: str = "",
+) -> None:
+    """Count the classes into the report; one class, or too few churners, is an error."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=2)
+    report.class_counts = {0: int(counts[0]), 1: int(counts[1])}
+    churners, total = int(counts[1]), int(counts.sum())
+    if churners == 0 or churners == total:
+        every = "0: no churner" if churners == 0 else "1: every row a churner"
+        report.error(file, column, f"a single class, every label is {every}{hint}", total)
+    elif churners < checks.min_positives:
+        report.error(
+            file,
+            column,
+            f"only {churners} churners, fewer than `checks.min_positives` ({checks.min_positives}): "
+            "too few to train, validate and test on",
+            churners,
+        )
+
+
 def check_snapshot_names(config: SnapshotDataset, columns: list[str], report: DataReport) -> None:
     """Every column the config names must exist: a misspelt `drop_columns` entry would keep a leak in."""
     yaml = config_file(config)
@@ -528,6 +563,14 @@ def load_snapshot(config: SnapshotDataset, strict: bool = False) -> SnapshotData
             int(unknown.sum()),
             [f"row {int(i) + 1}" for i in np.flatnonzero(unknown.to_numpy())],
         )
+    labels = positive.fillna(False).astype("int8")
+    if labels.nunique() < 2:  # say what the column holds: a wrong `label.positive` makes every label 0
+        held = label_text.value_counts(dropna=False).head(EXAMPLES)
+        values = ", ".join(f"{value!r} ({count:,})" for value, count in held.items())
+        hint = f"; `label.positive` is {config.label.positive!r} and the column holds {values}"
+    else:
+        hint = ""
+    check_label_counts(report, labels, config.checks, path, config.label.column, hint)
 
     for column, kind in config.types.items():
         if kind == "numeric":
@@ -539,7 +582,7 @@ def load_snapshot(config: SnapshotDataset, strict: bool = False) -> SnapshotData
     features = [c for c in frame.columns if c not in (config.id_column, config.label.column)]
     out = frame[features].copy()
     out.insert(0, ID_COLUMN, ids.astype(str).to_numpy())
-    out["label"] = positive.fillna(False).astype("int8").to_numpy()
+    out["label"] = labels.to_numpy()
     return SnapshotData(out.reset_index(drop=True), features, report)
 
 

@@ -28,6 +28,7 @@ event_types:
 observation: {start: 2024-03-01, end: 2024-03-31, every_days: 30}
 horizon_days: 30
 churn: {kind: explicit, column: churned_on}
+checks: {min_positives: 1}  # deliberately tiny: one churner
 """
 
 CUSTOMERS_CSV = """id,signup,plan,churned_on
@@ -88,6 +89,7 @@ def test_snapshot_text_in_numeric_column_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "snap.yaml").write_text(
         "kind: snapshot\nname: snap\nsource: {path: data.csv}\nid_column: id\n"
         "label: {column: y, positive: 'Yes', negative: 'No'}\ntypes: {x: numeric}\n"
+        "checks: {min_positives: 1}\n"
     )
     report = validate_dataset(tmp_path / "snap.yaml")
     (issue,) = report.errors
