@@ -1,4 +1,8 @@
-"""Feature tables for the lab, with the churn dates that alert lead times need (events data)."""
+"""Feature tables for the lab, with the churn dates that alert lead times need (events data).
+
+The labels are checked as `churnguard validate` checks them (class counts, too few churners, churn at
+the data's edge, likely leaks) before any trial: a study on one class would only fail trial by trial.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from churnguard.datasets import DatasetConfig, EventsDataset, load_events
+from churnguard.datasets import DatasetConfig, EventsDataset, base_dir, config_file, load_events
 from churnguard.feature_table import FeatureTable, build_feature_table, events_table
 from churnguard.feedback import LabelUpdate, apply_confirmed_labels
+from churnguard.settings import resolve_path
+from churnguard.validation import check_leaks, check_table_labels, label_source
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,15 @@ def load_lab_data(config: DatasetConfig, confirmed_labels: pd.DataFrame | None =
     if isinstance(config, EventsDataset):
         events = load_events(config)
         data = LabData(events_table(config, events), events.churn_dates)
+        check_table_labels(events.report, data.table.frame, config, label_source(config))
+        source = config_file(config)  # event features are the lab's own; static columns come from customers
     else:
         data = LabData(build_feature_table(config), None)
+        source = str(resolve_path(config.source.path, base_dir(config)))
+    table = data.table
+    if table.report is not None:
+        check_leaks(table.report, table.frame, table.schema.names, config.checks, source)
+        table.report.raise_for_errors()
     if confirmed_labels is not None:
         data.table, data.label_update = apply_confirmed_labels(data.table, confirmed_labels)
         log.info("%s", data.label_update.format())

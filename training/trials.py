@@ -37,6 +37,7 @@ from training.splits import Split, fold_indices
 log = logging.getLogger(__name__)
 
 BEST_ITERATIONS_ATTR = "best_iterations"  # trial user attr: early-stopped iteration count (fold mean)
+TRIAL_ERROR_ATTR = "error"  # trial user attr: why a failed trial failed, for the study's final message
 
 
 def pruner(search: SearchConfig, cross_validated: bool = False) -> optuna.pruners.BasePruner:
@@ -178,6 +179,7 @@ class TrialRunner:
             log.info("trial %d pruned: %s", trial.number, pruned)
         except CatBoostError as error:
             log.warning("trial %d failed in CatBoost: %s", trial.number, error)
+            trial.set_user_attr(TRIAL_ERROR_ATTR, f"CatBoost: {str(error)[:300]}")
         except BaseException:
             # Never leave a trial RUNNING in a shared study: the other workers would wait for it.
             self.study.tell(trial, state=TrialState.FAIL)

@@ -36,7 +36,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from churnguard.config import ConfigError
+from churnguard.config import ConfigError, UsageError
 from churnguard.datasets import DatasetConfig, config_hash, load_dataset_config
 from churnguard.scoring import load_scoring_config
 from churnguard.tracking import configure_mlflow, experiment_id
@@ -46,9 +46,48 @@ from training.data import LabData, load_lab_data
 from training.final import fit_final
 from training.registry import log_and_register
 from training.splits import TEST_KEYS_FILE, Split, make_split
-from training.trials import BEST_ITERATIONS_ATTR, TrialRunner, pruner
+from training.trials import BEST_ITERATIONS_ATTR, TRIAL_ERROR_ATTR, TrialRunner, pruner
 
 log = logging.getLogger(__name__)
+
+DATA_REPORT_FILE = "data_report.txt"  # the loaders' report, in the study's parent run
+QUALITY_TAG = "quality_warning"  # parent run and model version tag when the test metrics say "do not trust"
+
+
+class NoCompletedTrial(UsageError):
+    """Every trial failed or was pruned (or none ran): there is nothing to fit, register or promote."""
+
+
+def quality_warnings(metrics: dict[str, float]) -> list[str]:
+    """What the test metrics say against using the model at all."""
+    auc = metrics.get("test_roc_auc")
+    if auc is not None and auc < 0.5:
+        return [
+            f"test ROC-AUC {auc:.3f} is below 0.5: on the held-out test rows the model ranks churners "
+            "worse than a coin. Do not promote it before finding out why (labels, a leak that does not "
+            "hold at test time, a shift between the training and test periods)."
+        ]
+    return []
+
+
+def card_with_warnings(card: str, warnings: list[str]) -> str:
+    """The model card with a warning section right under its title."""
+    if not warnings:
+        return card
+    title, _, rest = card.partition("\n")
+    section = "\n".join(["", "## WARNING", *[f"- **{warning}**" for warning in warnings], ""])
+    return f"{title}\n{section}{rest}"
+
+
+def log_data_report(report) -> None:
+    """The loaders' report in the tune log: drops and label problems must not pass unseen."""
+    if report is None:
+        return
+    for line in report.format().splitlines():
+        if "WARNING:" in line or "ERROR:" in line:
+            log.warning("data: %s", line.strip())
+        else:
+            log.info("data: %s", line.strip())
 
 
 @dataclass
@@ -67,6 +106,7 @@ class TuneResult:
     model_name: str | None = None
     model_version: str | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # quality_warnings of the registered model
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -81,6 +121,7 @@ class TuneResult:
             ece = self.test_metrics.get("test_ece", float("nan"))
             text += f"; registered {self.model_name} v{self.model_version}"
             text += f" (test ROC-AUC {auc:.4f}, ECE {ece:.4f})"
+        text += "".join(f"\nWARNING: {warning}" for warning in self.warnings)
         return text
 
 
@@ -113,6 +154,7 @@ def run_tune(
     )
 
     data = load_lab_data(dataset_config, confirmed_labels)
+    log_data_report(data.table.report)
     split = make_split(data.table, config.split)
     log.info("split (%s, seed %d): %s", split.kind, split.seed, split.sizes())
 
@@ -134,6 +176,8 @@ def run_tune(
     parent_run_id = _parent_run(
         client, experiment, optuna_study, created, dataset_config, config, split, storage, budget, seed
     )
+    if created and data.table.report is not None:
+        client.log_text(parent_run_id, data.table.report.format(), DATA_REPORT_FILE)
     if data.label_update is not None:  # the labels are not only the dataset's: say so on the run
         client.set_tag(parent_run_id, "feedback_labels", data.label_update.format())
 
@@ -166,6 +210,8 @@ def run_tune(
     if not studies.wait_for_running(optuna_study, config.final.wait_for_workers_seconds):
         log.warning("other workers' trials are still running; finishing without them")
     _summarise(optuna_study, result)
+    if result.best_value is None:
+        _refuse_without_completed_trial(client, optuna_study, parent_run_id, worker)
     if not trials_run and budget is not None and result.trials_finished >= budget:
         done = result.trials_finished
         log.info("study '%s' already has %d trials (budget %d): nothing to run", study_name, done, budget)
@@ -252,6 +298,30 @@ def _summarise(study: optuna.Study, result: TuneResult) -> None:
         result.best_params = dict(study.best_params)
 
 
+def _refuse_without_completed_trial(
+    client: MlflowClient, study: optuna.Study, parent_run_id: str, worker: str
+) -> None:
+    """No completed trial means no model: say why and exit non-zero rather than end as if it worked."""
+    finished = studies.finished_trials(study)
+    failed = [t for t in finished if t.state == TrialState.FAIL]
+    pruned = sum(t.state == TrialState.PRUNED for t in finished)
+    if not finished:
+        why = "no trial ran (the timeout passed before the first one started?)"
+    else:
+        why = f"{len(finished)} trials finished: {len(failed)} failed, {pruned} pruned"
+        errors = [t.user_attrs[TRIAL_ERROR_ATTR] for t in failed if TRIAL_ERROR_ATTR in t.user_attrs]
+        if errors:
+            why += f"; the first failure: {errors[0]}"
+    message = f"study '{study.study_name}': no completed trial, so no model was fitted or registered ({why})"
+    log.error("%s", message)
+    if studies.last_finisher(study) in (worker, None):
+        if finished:
+            _log_study_summary(client, parent_run_id, study)
+        client.set_tag(parent_run_id, QUALITY_TAG, message)
+        client.set_terminated(parent_run_id, "FAILED")
+    raise NoCompletedTrial(message)
+
+
 def _log_study_summary(client: MlflowClient, parent_run_id: str, study: optuna.Study) -> None:
     finished = studies.finished_trials(study)
     completed = [t for t in finished if t.state == TrialState.COMPLETE]
@@ -334,12 +404,18 @@ def _finalize(
             model_name,
             step,
         )
+        warnings = quality_warnings(final_model.metrics)
+        for warning in warnings:
+            log.warning("!!! %s !!! %s", model_name, warning)
+        card = card_with_warnings(final_model.card, warnings)
         with runs.active_run(parent_run_id):
             mlflow.log_metrics(final_model.metrics)
+            if warnings:
+                mlflow.set_tag(QUALITY_TAG, " ".join(warnings))
             mlflow.log_dict(
                 final_model.artifact.contract.model_dump(mode="json", by_alias=True), "contract.json"
             )
-            mlflow.log_text(final_model.card, "model_card.md")
+            mlflow.log_text(card, "model_card.md")
             _log_test_keys(final_model.test_keys)
             client = MlflowClient()
             for name, figure in final_model.figures.items():
@@ -352,8 +428,9 @@ def _finalize(
                 "run_id": parent_run_id,
                 "split_seed": str(split.seed),
                 **{name: f"{value:.6f}" for name, value in final_model.metrics.items()},
+                **({QUALITY_TAG: " ".join(warnings)} if warnings else {}),
             }
-            version = log_and_register(final_model.artifact, final_model.card, model_name, tags)
+            version = log_and_register(final_model.artifact, card, model_name, tags)
     finally:
         steps.close()
     study.set_user_attr(studies.FINAL_ATTR, version)
@@ -361,3 +438,4 @@ def _finalize(
     result.model_name = model_name
     result.model_version = version
     result.test_metrics = final_model.metrics
+    result.warnings = warnings
