@@ -63,6 +63,68 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from churnguard.config import UsageError
+    from churnguard.datasets import EventsDataset, load_dataset_config
+    from churnguard.store.backfill import backfill
+    from churnguard.store.events import EventStore
+
+    config = load_dataset_config(args.dataset)
+    if not isinstance(config, EventsDataset):
+        raise UsageError(f"dataset '{config.name}' is a snapshot: only events datasets have events to ingest")
+    store = EventStore.open(args.store)
+    try:
+        print(backfill(config, store).format())
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_daily(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from churnguard.config import UsageError
+    from churnguard.daily import daily_pass
+    from churnguard.datasets import load_dataset_config
+    from churnguard.live import as_of_moment
+    from churnguard.predict import Predictor
+    from churnguard.prediction_log import PredictionLog
+    from churnguard.store.events import EventStore
+    from churnguard.tracking import resolve_model
+
+    config = load_dataset_config(args.dataset)
+    model_uri = args.model or f"models:/{config.registered_model_name}@champion"
+    try:
+        as_of = pd.Timestamp(args.as_of) if args.as_of else as_of_moment(None).normalize()
+    except ValueError:
+        raise UsageError(f"--as-of {args.as_of!r}: expected a date such as 2025-09-28") from None
+    if as_of != as_of.normalize():
+        raise UsageError(f"--as-of {args.as_of!r}: the daily pass scores as of a day, give a date")
+    resolved = resolve_model(model_uri)
+    predictor = Predictor.load(resolved.local_dir, resolved.version)
+    store = EventStore.open(args.store)
+    prediction_log = None if args.no_log else PredictionLog.open(args.log)
+    out = Path(args.out) if args.out else _state_path("daily")
+    try:
+        summary = daily_pass(
+            predictor,
+            config.registered_model_name,
+            store,
+            prediction_log,
+            as_of,
+            out,
+            explain=not args.no_explain,
+        )
+    except ValueError as exc:  # a model without event features
+        raise UsageError(f"{model_uri}: {exc}") from None
+    finally:
+        store.close()
+        if prediction_log is not None:
+            prediction_log.close()
+    print(summary.format())
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from churnguard.validation import validate_dataset
 
@@ -238,6 +300,24 @@ def build_parser() -> argparse.ArgumentParser:
     feat = command("features", cmd_features, "build the point-in-time feature table of a dataset")
     feat.add_argument("--dataset", required=True, help="dataset name in configs/datasets/ or a YAML path")
     feat.add_argument("--out", help="output Parquet file (default: <state>/features/<dataset>.parquet)")
+
+    ingest = command("ingest", cmd_ingest, "bulk-load an events dataset's files into the event store")
+    ingest.add_argument(
+        "--dataset", required=True, help="events dataset name in configs/datasets/ or a YAML path"
+    )
+    ingest.add_argument("--store", help="sqlite:///PATH or postgresql://... (default: <state>/events.db)")
+
+    daily = command("daily", cmd_daily, "score every active customer from the event store as of a day")
+    daily.add_argument("--dataset", required=True, help="events dataset whose model scores (its champion)")
+    daily.add_argument("--as-of", help="the day to score as of (midnight at its start; default: today, UTC)")
+    daily.add_argument(
+        "--model", help="MLflow model URI or artifact folder (default: models:/<name>@champion)"
+    )
+    daily.add_argument("--store", help="event store URL (default: <state>/events.db)")
+    daily.add_argument("--log", help="prediction log URL (default: <state>/predictions.db)")
+    daily.add_argument("--no-log", action="store_true", help="do not write the prediction log")
+    daily.add_argument("--no-explain", action="store_true", help="skip reasons (faster)")
+    daily.add_argument("--out", help="snapshot folder (default: <state>/daily)")
 
     val = command("validate", cmd_validate, "check a dataset's files and report every problem")
     val.add_argument("--dataset", required=True, help="dataset name in configs/datasets/ or a YAML path")

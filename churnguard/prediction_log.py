@@ -461,6 +461,17 @@ class PredictionLog:
         with self._transaction() as cursor:
             cursor.execute(sql, params)
 
+    def logged_requests(self, prefix: str) -> set[str]:
+        """Request ids starting with `prefix` that are in the log (a daily pass's finished chunks)."""
+        # LIKE reads "_" and "%" in the prefix as wildcards: a superset, narrowed by startswith below.
+        mark, pattern = self.placeholder, prefix + "%"
+        rows = self._query(
+            f"SELECT DISTINCT request_id FROM predictions WHERE request_id LIKE {mark} "
+            f"UNION SELECT request_id FROM prediction_batches WHERE request_id LIKE {mark}",
+            [pattern, pattern],
+        )
+        return {str(row[0]) for row in rows if str(row[0]).startswith(prefix)}
+
     def read(self, since: datetime | None = None) -> pd.DataFrame:
         """One row per logged customer since `since` (all when None), oldest first.
 

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import anyio.to_thread
 import bentoml
+import pandas as pd
 from _bentoml_sdk.io_models import IODescriptor  # the base BentoML gives input specs; see _ParsedInput
 from fastapi import FastAPI
 from pydantic import ConfigDict, Field, create_model
@@ -36,9 +37,11 @@ from starlette.responses import Response
 
 from churnguard.artifact import ContractError, ModelArtifact
 from churnguard.history import LoggedHistory
-from churnguard.predict import MAX_REPORTED_ERRORS, FieldError, InputError, InputRules
+from churnguard.live import UnknownCustomers, as_of_moment
+from churnguard.predict import MAX_REPORTED_ERRORS, FieldError, InputError, InputRules, ScoredBatch
 from churnguard.prediction_log import COMPRESSED_KINDS, Exchange, PredictionLog, pack_payload
 from churnguard.scoring import load_scoring_config
+from churnguard.store.events import STORE_ERRORS, EventStore
 from churnguard.tracking import RegistryUnavailable, ResolvedModel, resolve_model_for_serving
 from churnguard.value import WorklistConfig
 from service.config import (
@@ -49,12 +52,15 @@ from service.config import (
     api_keys,
     load_service_config,
 )
+from service.ingest import INGEST
+from service.ingest import router as ingest_router
 from service.payloads import (
     CSV_TYPES,
     JSON_TYPE,
     PARQUET_TYPES,
     BatchPrediction,
     BatchRequest,
+    IdsRequest,
     Prediction,
     Rejected,
     SingleRequest,
@@ -116,6 +122,7 @@ class _Parsed:
     request_id: str
     single: SingleRequest | None = None
     batch: BatchRequest | None = None
+    ids: IdsRequest | None = None
     rejected: Rejected | None = None
 
 
@@ -183,6 +190,9 @@ class _BatchInput(_ParsedInput):
         }
         if media in {JSON_TYPE, ""}:
             body = await request.body()
+            if b'"customer_ids"' in body and b'"customers"' not in body:
+                parsed.ids = codec.batch_ids(body)
+                return
             if len(body) > THREADED_BODY_BYTES:
                 parsed.batch = await anyio.to_thread.run_sync(codec.batch_json, body)
             else:
@@ -265,6 +275,11 @@ def _headers(parsed: _Parsed, version: str | None = None) -> dict[str, str]:
     return headers
 
 
+def _plain(value: object) -> object:
+    """A feature value as JSON would bring it: None for a missing category, floats as floats."""
+    return None if value is None or value is pd.NA else value
+
+
 def _log_unavailable(exc: Exception) -> Response:
     log.error("prediction log write failed, answering 503: %s", exc)
     # Nothing was scored, so a retry is safe; a locked or full log usually clears within seconds.
@@ -296,6 +311,9 @@ class ChurnService:
         # Score-history rules (health drop over 90 days) read the prediction log.
         self.history = LoggedHistory(self.prediction_log) if self.prediction_log is not None else None
         STATE.holder, STATE.prediction_log = self.holder, self.prediction_log
+        stored = CONFIG.event_store
+        self.event_store = EventStore.open(stored.url) if stored.enabled else None
+        INGEST.store, INGEST.holder, INGEST.max_events = self.event_store, self.holder, stored.max_events
         STATE.worklist = load_scoring_config().worklist
         self.holder.start_polling()
         # Everything loaded so far (libraries, the model) lives as long as the worker: keep it out of
@@ -314,21 +332,30 @@ class ChurnService:
         self.packer.shutdown(wait=True)
         if self.prediction_log is not None:
             self.prediction_log.close()
+        if self.event_store is not None:
+            self.event_store.close()
 
     def __is_ready__(self) -> bool:
         return self.holder.current is not None
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=Prediction)
     async def predict(self, customer: _Parsed, explain: bool = True, lang: str = "en") -> Response:
-        """Score one customer: `{"customer": {...}, "explain": true, "lang": "en"}`."""
+        """Score one customer: its features, `{"customer": {...}, "explain": true, "lang": "en"}`, or its
+        id, `{"customer_id": "C1", "as_of": "2025-09-28"}`: features from its stored history as of that
+        moment (a date: midnight at its start; none: now)."""
         parsed = customer
         if parsed.rejected is not None:
             return parsed.rejected.response(_headers(parsed))
         served, request = parsed.served, parsed.single
         try:
-            batch = served.predictor.score_record(request.record, request.explain, self.history)
+            if request.customer_id is not None:
+                batch = self._score_ids(served, [request.customer_id], request.as_of, request.explain)
+            else:
+                batch = served.predictor.score_record(request.record, request.explain, self.history)
         except InputError as exc:
             return invalid_input(exc.errors, exc.total).response(_headers(parsed))
+        except Rejected as rejected:
+            return rejected.response(_headers(parsed))
         try:
             if self.prediction_log is not None:
                 self.prediction_log.append(batch, parsed.request_id)
@@ -349,6 +376,8 @@ class ChurnService:
         parsed = customers
         if parsed.rejected is not None:
             return parsed.rejected.response(_headers(parsed))
+        if parsed.ids is not None:
+            return await self._predict_ids(parsed)
         request = parsed.batch
         rows = len(request.frame)
         try:
@@ -362,6 +391,63 @@ class ChurnService:
             return _log_unavailable(exc)
         media = "application/vnd.apache.parquet" if request.parquet_response else JSON_TYPE
         return Response(body, media_type=media, headers=_headers(parsed, version))
+
+    async def _predict_ids(self, parsed: _Parsed) -> Response:
+        request, served = parsed.ids, parsed.served
+
+        def score() -> tuple[bytes, str]:
+            batch = self._score_ids(served, request.customer_ids, request.as_of, request.explain)
+            if self.prediction_log is not None:
+                self.prediction_log.append(batch, parsed.request_id)
+            return batch_body(batch, request.language), batch.model_version
+
+        try:
+            body, version = await anyio.to_thread.run_sync(score)
+        except Rejected as rejected:
+            return rejected.response(_headers(parsed))
+        except (sqlite3.Error, OSError) as exc:  # the log (the store's own errors are answered first)
+            return _log_unavailable(exc)
+        return Response(body, media_type=JSON_TYPE, headers=_headers(parsed, version))
+
+    def _score_ids(
+        self, served: ServedModel, customer_ids: list[str], as_of: Any, explain: bool
+    ) -> ScoredBatch:
+        """Customers scored from their stored history as of a moment (now when `as_of` is None)."""
+        if served.live is None:
+            raise Rejected(
+                409,
+                "the served model scores feature vectors (it has no event features): send "
+                '{"customer": {...features...}}',
+            )
+        if self.event_store is None:
+            raise Rejected(409, "scoring by customer id needs the event store (event_store.enabled)")
+        moment = as_of if as_of is not None else as_of_moment(None)
+        try:
+            frame = served.live.frame(self.event_store, customer_ids, moment)
+        except UnknownCustomers as exc:
+            raise Rejected(404, str(exc)) from None
+        except STORE_ERRORS as exc:
+            log.error("event store read failed: %s", exc)
+            raise Rejected(503, "the event store is unavailable; nothing was scored") from None
+        predictor = served.predictor
+        try:
+            if len(frame) == 1:  # the fast single-customer path, as for a feature vector
+                record = {name: _plain(value) for name, value in frame.iloc[0].items()}
+                return predictor.score_record(record, explain, self.history)
+            return predictor.score_frame(frame, explain, history=self.history)
+        except InputError as exc:
+            # The history gave values the model never accepted: not the caller's mistake, so say whose.
+            errors = [
+                FieldError(error.field, f"{error.message} (computed from the stored history)", error.row)
+                for error in exc.errors
+            ]
+            raise Rejected(
+                422,
+                f"the stored history of {', '.join(customer_ids[:3])} gives features the served model "
+                "does not accept",
+                errors,
+                exc.total,
+            ) from None
 
     def _score_batch(self, parsed: _Parsed) -> tuple[bytes, str]:
         predictor, request, prediction_log = parsed.served.predictor, parsed.batch, self.prediction_log
@@ -455,6 +541,7 @@ def reload_model() -> Response:
     return json_response(outcome.as_dict(), 409 if outcome.status == "refused" else 200)
 
 
+extras.include_router(ingest_router)
 ChurnService.mount_asgi_app(extras, path="/")
 ChurnService.add_asgi_middleware(
     SecurityMiddleware,

@@ -67,12 +67,22 @@ class PredictionLogSettings(StrictModel):
     batch_rows: int = Field(1_000, ge=1, description="batches this large are stored as one columnar record")
 
 
+class EventStoreSettings(StrictModel):
+    enabled: bool = True
+    url: str | None = Field(
+        None,
+        description="sqlite:///PATH or postgresql://...; null: $CHURNGUARD_EVENT_STORE or <state>/events.db",
+    )
+    max_events: int = Field(100_000, ge=1, description="events per POST /events request (413 beyond)")
+
+
 class ServiceConfig(StrictModel):
     model: ModelSettings = ModelSettings()
     server: ServerSettings = ServerSettings()
     limits: LimitSettings = LimitSettings()
     reload: ReloadSettings = ReloadSettings()
     prediction_log: PredictionLogSettings = PredictionLogSettings()
+    event_store: EventStoreSettings = EventStoreSettings()
 
     def model_uri(self, override: str | None = None) -> str:
         """--model, else CHURNGUARD_MODEL_URI, else model.uri, else models:/<name>@<alias>."""

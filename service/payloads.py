@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import Response
 
 from churnguard.explain import REASON_KEYS
+from churnguard.live import as_of_moment
 from churnguard.predict import (
     MAX_ID_LENGTH,
     MAX_REPORTED_ERRORS,
@@ -78,7 +79,19 @@ def invalid_input(errors: list[FieldError], total: int | None = None) -> Rejecte
 
 @dataclass
 class SingleRequest:
-    record: dict[str, Any]
+    record: dict[str, Any] | None  # the feature vector; None when the customer is asked for by id
+    explain: bool
+    language: Language = "en"
+    customer_id: str | None = None  # scoring by id: features from the event store
+    as_of: pd.Timestamp | None = None  # by id: the moment to score as of (None: now)
+
+
+@dataclass
+class IdsRequest:
+    """`/predict_batch` by id: `{"customer_ids": [...], "as_of": ..., "explain": ..., "lang": ...}`."""
+
+    customer_ids: list[str]
+    as_of: pd.Timestamp | None
     explain: bool
     language: Language = "en"
 
@@ -127,7 +140,12 @@ class RequestCodec:
     def single(self, body: bytes) -> SingleRequest:
         payload = _decode_json(body)
         if not isinstance(payload, dict):
-            raise Rejected(400, 'the body must be a JSON object: {"customer": {...}, "explain": true}')
+            raise Rejected(
+                400,
+                'the body must be a JSON object: {"customer": {...}} (features) or {"customer_id": "..."}',
+            )
+        if "customer_id" in payload and "customer" not in payload:
+            return self._single_by_id(payload)
         errors = [
             FieldError(name, "unknown field")
             for name in sorted(set(payload) - {"customer", "explain", "lang"})
@@ -144,6 +162,34 @@ class RequestCodec:
         if errors:
             raise invalid_input(errors)
         return SingleRequest(customer, explain, language)
+
+    def _single_by_id(self, payload: dict[str, Any]) -> SingleRequest:
+        errors: list[FieldError] = []
+        customer_id = _customer_id_of(payload.get("customer_id"), errors)
+        as_of, explain, language = _by_id_options(payload, "customer_id", errors)
+        if errors:
+            raise invalid_input(errors)
+        return SingleRequest(None, explain, language, customer_id, as_of)
+
+    def batch_ids(self, body: bytes) -> IdsRequest:
+        payload = _decode_json(body)
+        if not isinstance(payload, dict):
+            raise Rejected(400, 'the body must be a JSON object: {"customer_ids": [...], "as_of": "..."}')
+        errors: list[FieldError] = []
+        given = payload.get("customer_ids")
+        ids: list[str] = []
+        if not isinstance(given, list):
+            errors.append(FieldError("customer_ids", "missing field" if given is None else "must be a list"))
+        else:
+            self._check_count(len(given))
+            for row, value in enumerate(given):
+                found: list[FieldError] = []
+                ids.append(_customer_id_of(value, found))
+                errors += [FieldError("customer_ids", error.message, row) for error in found]
+        as_of, explain, language = _by_id_options(payload, "customer_ids", errors)
+        if errors:
+            raise invalid_input(errors[:MAX_REPORTED_ERRORS], len(errors))
+        return IdsRequest(ids, as_of, explain, language)
 
     # ---------------------------------------------------------------------------------- batch
 
@@ -250,6 +296,51 @@ class RequestCodec:
                 f"the batch holds {rows:,} customers; the limit is {self.max_batch_rows:,} per request "
                 "(limits.max_batch_rows): split it, or score files offline with `churnguard score`",
             )
+
+
+def _by_id_options(
+    payload: dict[str, Any], ids_field: str, errors: list[FieldError]
+) -> tuple[pd.Timestamp | None, bool, Language]:
+    """The rest of a by-id request: unknown fields named, then as_of, explain and lang."""
+    errors += [
+        FieldError(name, "unknown field")
+        for name in sorted(set(payload) - {ids_field, "as_of", "explain", "lang"})
+    ]
+    as_of = as_of_of(payload.get("as_of"), errors)
+    explain = payload.get("explain", True)
+    if not isinstance(explain, bool):
+        errors.append(FieldError("explain", "expected true or false"))
+    return as_of, explain, language_of(payload.get("lang"), errors)
+
+
+def _customer_id_of(value: object, errors: list[FieldError]) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        errors.append(
+            FieldError("customer_id", f"expected the customer's id, 1 to {MAX_ID_LENGTH} characters")
+        )
+        return ""
+    return value
+
+
+def as_of_of(value: object, errors: list[FieldError]) -> pd.Timestamp | None:
+    """`as_of`: a date (midnight at its start) or an ISO 8601 timestamp (UTC unless it has an offset)."""
+    if value is None:
+        return None
+    moment = None
+    if isinstance(value, str):
+        try:
+            moment = as_of_moment(value)
+        except ValueError:
+            moment = None
+    if moment is None or pd.isna(moment):
+        errors.append(FieldError("as_of", f"expected a date or an ISO 8601 timestamp, got {value!r}"))
+        return None
+    if moment > as_of_moment(None):
+        errors.append(FieldError("as_of", f"{value!r} is in the future: the history cannot tell it yet"))
+        return None
+    return moment
 
 
 class TooDeep(Rejected):

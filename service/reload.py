@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from churnguard.artifact import ContractError
+from churnguard.live import LiveFeatures
 from churnguard.predict import Predictor
 from churnguard.settings import state_dir
 from churnguard.tracking import ResolvedModel, registry_errors, remember_model, resolve_model
@@ -43,6 +44,7 @@ class ServedModel:
     name: str | None
     version: str
     local_dir: Path
+    live: LiveFeatures | None = None  # features from the event store; None for a snapshot model
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -73,7 +75,13 @@ def build_served(config: ServiceConfig, resolved: ResolvedModel, top_reasons: in
     )
     predictor.warm_up()
     codec = RequestCodec(predictor.rules, config.limits.max_batch_rows)
-    return ServedModel(predictor, codec, resolved.uri, resolved.name, resolved.version, resolved.local_dir)
+    try:
+        live = LiveFeatures(predictor.schema)
+    except ValueError:  # a snapshot model scores the feature vectors callers send
+        live = None
+    return ServedModel(
+        predictor, codec, resolved.uri, resolved.name, resolved.version, resolved.local_dir, live
+    )
 
 
 class ModelHolder:

@@ -28,7 +28,7 @@ import pandas as pd
 from catboost import CatBoostClassifier, Pool
 
 from churnguard.artifact import Calibration, HealthMapping, ModelArtifact, ModelContract
-from churnguard.datasets import config_hash, load_dataset_config
+from churnguard.datasets import DatasetConfig, config_hash, load_dataset_config
 from churnguard.feature_table import FeatureTable, build_feature_table
 from churnguard.schema import ID_COLUMN, LABEL_COLUMN
 from churnguard.scoring import TierConfig, choose_thresholds
@@ -77,7 +77,29 @@ def build_telco_artifact(
     model_name: str = "churn-telco",
 ) -> Path:
     """Fit, calibrate and save a Telco model artifact into `directory`; returns the folder."""
-    table = telco_table()
+    return build_table_artifact(
+        directory,
+        telco_table(),
+        load_dataset_config("telco"),
+        iterations,
+        depth,
+        seed,
+        calibration,
+        model_name,
+    )
+
+
+def build_table_artifact(
+    directory: Path,
+    table: FeatureTable,
+    config: DatasetConfig,
+    iterations: int = 120,
+    depth: int = 5,
+    seed: int = 0,
+    calibration: str = "isotonic",
+    model_name: str = "churn-telco",
+) -> Path:
+    """Fit, calibrate and save a model artifact of any feature table (rows split at random)."""
     schema = table.schema
     frame = table.frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     cut_train, cut_valid = int(len(frame) * 0.6), int(len(frame) * 0.8)
@@ -116,9 +138,10 @@ def build_telco_artifact(
     }
     contract = ModelContract(
         model_name=model_name,
-        dataset="telco",
-        dataset_kind="snapshot",
-        dataset_hash=config_hash(load_dataset_config("telco")),
+        dataset=table.dataset,
+        dataset_kind=table.kind,
+        dataset_hash=config_hash(config),
+        horizon_days=table.horizon_days,
         schema=fitted,
         calibration=calibration_map,
         thresholds=thresholds,
@@ -132,7 +155,7 @@ def build_telco_artifact(
     reference = train[[ID_COLUMN, *fitted.names]].head(REFERENCE_ROWS).copy()
     reference["churn_probability"] = calibration_map.apply(raw(reference))
     artifact = ModelArtifact(contract, model, reference)
-    return artifact.save(Path(directory), card=f"# {model_name}\nTest fixture model on Telco.\n")
+    return artifact.save(Path(directory), card=f"# {model_name}\nTest fixture model on {table.dataset}.\n")
 
 
 # ------------------------------------------------------------------------------------ shared fixtures

@@ -1,0 +1,127 @@
+"""Features of stored customers as of a moment: what scoring by id and the daily pass score.
+
+The model's own feature schema says which features to build (`FeaturePlan.from_schema`), and
+`feature_table.customer_features` builds them, the same function that built the training table, on
+the customers' history read from the event store. The parity test holds the two paths equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from churnguard.feature_table import FeaturePlan, customer_features
+from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN, FeatureSchema
+from churnguard.store.events import EventStore
+from churnguard.store.intake import SIGNUP
+
+
+class UnknownCustomers(LookupError):
+    """Customers the store holds nothing about, or who were not customers yet at the moment asked."""
+
+    def __init__(self, unknown: list[str], not_yet: list[str], as_of: pd.Timestamp) -> None:
+        self.unknown, self.not_yet, self.as_of = unknown, not_yet, as_of
+        parts = []
+        if unknown:
+            parts.append(
+                f"no history for customer(s) {', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else "")
+            )
+        if not_yet:
+            parts.append(
+                f"not yet customers as of {as_of:%Y-%m-%d %H:%M:%S}: {', '.join(not_yet[:5])}"
+                + (" ..." if len(not_yet) > 5 else "")
+            )
+        super().__init__("; ".join(parts))
+
+
+def as_of_moment(value: str | pd.Timestamp | None, now: pd.Timestamp | None = None) -> pd.Timestamp:
+    """A date means midnight at its start (as observation dates do); a timestamp is taken to the second
+    (UTC; no offset means UTC); none means now."""
+    if value is None:
+        moment = now if now is not None else pd.Timestamp.now(tz="UTC")
+    else:
+        moment = pd.Timestamp(value)
+    if moment.tzinfo is not None:
+        moment = moment.tz_convert("UTC").tz_localize(None)
+    return moment.floor("s")
+
+
+@dataclass
+class LiveFeatures:
+    """Builds one model's features from the event store."""
+
+    schema: FeatureSchema
+
+    def __post_init__(self) -> None:
+        self.plan = FeaturePlan.from_schema(self.schema)
+        self.event_types = set(self.plan.event_types)
+
+    def customers(self, store: EventStore, customer_ids: Sequence[str]) -> pd.DataFrame:
+        return self.prepared_customers(store.customers(customer_ids))
+
+    def prepared_customers(self, customers: pd.DataFrame) -> pd.DataFrame:
+        """Static columns as the model scores them (a column no customer has is all missing)."""
+        customers = customers.copy()
+        for column in self.plan.static_columns:
+            values = (
+                customers[column] if column in customers.columns else pd.Series(np.nan, index=customers.index)
+            )
+            if (self.plan.static_dtypes or {}).get(column) == "numeric":
+                customers[column] = pd.to_numeric(values, errors="coerce").astype(np.float64)
+            else:
+                text = values.astype("string").str.strip()
+                customers[column] = text.astype(object).where(text.notna(), None)
+        return customers
+
+    def frame(
+        self,
+        store: EventStore,
+        customer_ids: Sequence[str],
+        as_of: pd.Timestamp,
+        customers: pd.DataFrame | None = None,
+        events: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """customer_id plus the model's features, one row per id in the order given, as of `as_of`.
+
+        Raises UnknownCustomers when an id has no record and no event, or signed up after `as_of`.
+        `customers` and `events` may be handed in when the caller already read them (the daily pass)."""
+        ids = [str(customer_id) for customer_id in customer_ids]
+        if customers is None:
+            customers = self.customers(store, ids)
+        known = set(customers[ID_COLUMN])
+        unknown = [customer_id for customer_id in ids if customer_id not in known]
+        signup = customers.set_index(ID_COLUMN)[SIGNUP]
+        not_yet = [
+            customer_id
+            for customer_id in ids
+            if customer_id in known and pd.notna(signup[customer_id]) and signup[customer_id] >= as_of
+        ]
+        if unknown or not_yet:
+            raise UnknownCustomers(unknown, not_yet, as_of)
+        if events is None:
+            events = store.events_of(ids, before_ns=as_of.value)
+        events = events_since_signup(events, customers)
+        population = pd.DataFrame(
+            {
+                ID_COLUMN: np.array(ids, dtype=object),
+                OBSERVATION_COLUMN: np.repeat(as_of.to_datetime64(), len(ids)),
+            }
+        )
+        population[OBSERVATION_COLUMN] = population[OBSERVATION_COLUMN].astype("datetime64[ns]")
+        features, _ = customer_features(
+            self.plan, events, customers, population, any_moment=as_of != as_of.normalize()
+        )
+        features.insert(0, ID_COLUMN, population[ID_COLUMN].to_numpy())
+        return features
+
+
+def events_since_signup(events: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """Drop events before the customer's signup day, as `load_events` does for the training table."""
+    if events.empty:
+        return events
+    signup = events[ID_COLUMN].map(customers.set_index(ID_COLUMN)[SIGNUP])
+    early = signup.notna() & (events["timestamp"] < signup.dt.normalize())
+    return events[~early.to_numpy()] if early.any() else events
