@@ -91,6 +91,7 @@ def fit_final(
     seed: int,
     model_name: str,
     step: Callable[[str], None] = lambda message: None,
+    objective: str | None = None,
 ) -> FinalModel:
     table = data.table
     schema = table.schema
@@ -198,7 +199,7 @@ def fit_final(
         ),
         "tier_confusion": plots.tier_confusion(tiers, test_label),
     }
-    card = model_card(contract, config, split, thresholds, calibration)
+    card = model_card(contract, config, split, thresholds, calibration, objective)
     return FinalModel(artifact, test_metrics, held_out_keys(frame, split), card, figures)
 
 
@@ -223,11 +224,17 @@ def model_card(
     split: Split,
     thresholds: TierThresholds,
     calibration: Calibration,
+    objective: str | None = None,
 ) -> str:
     m = contract.metrics
     window = ", ".join(f"{k}={v}" for k, v in contract.training_window.items())
     search, folds, iterations = config.search, config.search.folds, contract.params.get("iterations")
-    if search.cross_validated(split.kind):
+    if objective == "customer_folds":
+        objective = (
+            f"the mean validation {search.metric} over {folds} customer folds, each validated on its "
+            "customers at the validation dates and fitted on the other customers' earlier dates"
+        )
+    elif search.cross_validated(split.kind):
         objective = (
             f"the mean validation {search.metric} over {folds} stratified folds of train+validation "
             "(early stopping per fold; the iteration count is the folds' mean)"

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 import optuna
+import pandas as pd
 from catboost import CatBoostError, Pool
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from churnguard.schema import LABEL_COLUMN
+from churnguard.schema import ID_COLUMN, LABEL_COLUMN, OBSERVATION_COLUMN
 from training import runs, studies
 from training.config import SearchConfig
 from training.data import LabData
@@ -60,11 +61,64 @@ def sampler(search: SearchConfig, seed: int) -> optuna.samplers.TPESampler:
         )
 
 
-def validation_folds(data: LabData, split: Split, search: SearchConfig, seed: int) -> list[tuple[Pool, Pool]]:
-    """(train, validation) pools a trial fits on: K folds of train+validation, or the one holdout."""
+def search_objective(data: LabData, split: Split, search: SearchConfig) -> str:
+    """`cross_validation` (snapshot folds), `customer_folds` (events folds) or `holdout` (events).
+
+    An events holdout with fewer than `min_validation_churners` churners falls back to customer folds.
+    """
+    if split.kind == "snapshot":
+        return "cross_validation" if search.cross_validated(split.kind) else "holdout"
+    if search.events_objective == "customer_folds":
+        return "customer_folds"
+    churners = int(data.table.frame[LABEL_COLUMN].to_numpy()[split.validation].sum())
+    if churners < search.min_validation_churners:
+        log.warning(
+            "the validation rows hold only %d churners (fewer than search.min_validation_churners = %d): "
+            "a holdout that small picks noise; scoring trials on %d customer folds instead",
+            *(churners, search.min_validation_churners, search.folds),
+        )
+        return "customer_folds"
+    return "holdout"
+
+
+def customer_folds(
+    frame: pd.DataFrame, split: Split, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K (fit, validation) row masks over the non-test customers, out of time and out of customer: fold k
+    validates on its customers' rows at the validation dates and fits on the other customers' rows at
+    the earlier (training) dates. Customers are split by `fold_indices`, grouped and stratified."""
+    observed = frame[OBSERVATION_COLUMN].to_numpy()
+    at_validation = split.final & np.isin(observed, np.unique(observed[split.validation]))
+    at_training = split.final & ~at_validation
+    customers = frame[ID_COLUMN].to_numpy()
+    rows = np.flatnonzero(at_validation)
+    label = frame[LABEL_COLUMN].to_numpy()
+    masks = []
+    for _, held_out in fold_indices(label[rows], customers[rows], folds, seed):
+        validation = np.zeros(len(frame), dtype=bool)
+        validation[rows[held_out]] = True
+        fit = at_training & ~np.isin(customers, customers[rows[held_out]])
+        masks.append((fit, validation))
+    return masks
+
+
+def validation_folds(
+    data: LabData, split: Split, search: SearchConfig, seed: int, objective: str | None = None
+) -> list[tuple[Pool, Pool]]:
+    """(train, validation) pools a trial fits on: K folds of train+validation, K customer folds of
+    events, or the one holdout."""
     frame, schema = data.table.frame, data.table.schema
     label = frame[LABEL_COLUMN].to_numpy()
-    if not search.cross_validated(split.kind):
+    objective = objective or search_objective(data, split, search)
+    if objective == "customer_folds":
+        masks = customer_folds(frame, split, search.folds, seed)
+        churners = [int(label[held].sum()) for _, held in masks]
+        log.info("customer folds: %s churners in the folds' validation rows", churners)
+        return [
+            (pool(frame[fit], schema, label[fit]), pool(frame[held], schema, label[held]))
+            for fit, held in masks
+        ]
+    if objective == "holdout":
         return [
             (
                 pool(frame[split.train], schema, label[split.train]),
@@ -102,9 +156,16 @@ class TrialRunner:
 
     @classmethod
     def for_split(
-        cls, study: optuna.Study, data: LabData, split: Split, search: SearchConfig, seed: int, **kwargs: Any
+        cls,
+        study: optuna.Study,
+        data: LabData,
+        split: Split,
+        search: SearchConfig,
+        seed: int,
+        objective: str | None = None,
+        **kwargs: Any,
     ) -> TrialRunner:
-        folds = validation_folds(data, split, search, seed)
+        folds = validation_folds(data, split, search, seed, objective)
         return cls(study=study, search=search, seed=seed, folds=folds, **kwargs)
 
     def run(self, budget: int | None, timeout: float | None) -> int:

@@ -46,7 +46,7 @@ from training.data import LabData, load_lab_data
 from training.final import fit_final
 from training.registry import log_and_register
 from training.splits import TEST_KEYS_FILE, Split, make_split
-from training.trials import BEST_ITERATIONS_ATTR, TRIAL_ERROR_ATTR, TrialRunner, pruner
+from training.trials import BEST_ITERATIONS_ATTR, TRIAL_ERROR_ATTR, TrialRunner, pruner, search_objective
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +161,14 @@ def run_tune(
     configure_mlflow()
     client = MlflowClient()
     experiment = experiment_id(config.experiment_name(dataset_config.name))
-    cross_validated = config.search.cross_validated(split.kind)
-    log.info(
-        "objective: validation %s, %s",
-        config.search.metric,
-        f"mean of {config.search.folds} folds of train+validation" if cross_validated else "holdout",
-    )
+    objective = search_objective(data, split, config.search)
+    cross_validated = objective != "holdout"
+    described = {
+        "cross_validation": f"mean of {config.search.folds} folds of train+validation",
+        "customer_folds": f"mean of {config.search.folds} customer folds, out of time",
+        "holdout": "holdout",
+    }
+    log.info("objective: validation %s, %s", config.search.metric, described[objective])
     optuna_study, created = studies.open_study(
         studies.open_storage(storage),
         study_name,
@@ -174,8 +176,20 @@ def run_tune(
         pruner(config.search, cross_validated),
     )
     parent_run_id = _parent_run(
-        client, experiment, optuna_study, created, dataset_config, config, split, storage, budget, seed
+        client,
+        experiment,
+        optuna_study,
+        created,
+        dataset_config,
+        config,
+        split,
+        storage,
+        budget,
+        seed,
+        objective,
     )
+    if objective == "customer_folds" and config.search.events_objective == "holdout":
+        client.set_tag(parent_run_id, "objective_fallback", "too few churners in the validation rows")
     if created and data.table.report is not None:
         client.log_text(parent_run_id, data.table.report.format(), DATA_REPORT_FILE)
     if data.label_update is not None:  # the labels are not only the dataset's: say so on the run
@@ -187,6 +201,7 @@ def run_tune(
         split,
         search=config.search,
         seed=seed,
+        objective=objective,
         worker=worker,
         client=client,
         experiment=experiment,
@@ -223,7 +238,9 @@ def run_tune(
     else:
         _log_study_summary(client, parent_run_id, optuna_study)
         if final:
-            _finalize(optuna_study, data, split, dataset_config, config, seed, parent_run_id, result)
+            _finalize(
+                objective, optuna_study, data, split, dataset_config, config, seed, parent_run_id, result
+            )
         client.set_terminated(parent_run_id, "FINISHED")
     result.seconds = time.perf_counter() - started
     log.info("%s", result.summary())
@@ -244,6 +261,7 @@ def _parent_run(
     storage: str | None,
     budget: int | None,
     seed: int,
+    objective: str,
 ) -> str:
     """The creating worker opens the parent run and publishes its id in the study; joiners read it."""
     if not created:
@@ -265,7 +283,7 @@ def _parent_run(
             "seed": seed,
             "split_seed": split.seed,
             "metric": config.search.metric,
-            "objective": "cross_validation" if config.search.cross_validated(split.kind) else "holdout",
+            "objective": objective,
             "folds": config.search.folds,
             "final_model": config.final.model,
             "calibration": config.final.calibration,
@@ -369,6 +387,7 @@ def _log_test_keys(keys) -> None:
 
 
 def _finalize(
+    objective: str,
     study: optuna.Study,
     data: LabData,
     split: Split,
@@ -403,6 +422,7 @@ def _finalize(
             seed,
             model_name,
             step,
+            objective,
         )
         warnings = quality_warnings(final_model.metrics)
         for warning in warnings:
