@@ -114,6 +114,7 @@ def cmd_daily(args: argparse.Namespace) -> int:
             as_of,
             out,
             explain=not args.no_explain,
+            chunk_customers=args.chunk_customers,
         )
     except ValueError as exc:  # a model without event features
         raise UsageError(f"{model_uri}: {exc}") from None
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     daily.add_argument("--no-log", action="store_true", help="do not write the prediction log")
     daily.add_argument("--no-explain", action="store_true", help="skip reasons (faster)")
     daily.add_argument("--out", help="snapshot folder (default: <state>/daily)")
+    daily.add_argument(
+        "--chunk-customers", type=int, default=5_000, help="customers per chunk, logged and written together"
+    )
 
     val = command("validate", cmd_validate, "check a dataset's files and report every problem")
     val.add_argument("--dataset", required=True, help="dataset name in configs/datasets/ or a YAML path")
