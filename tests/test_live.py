@@ -465,3 +465,24 @@ def test_a_killed_service_loses_no_acknowledged_event(world: LiveWorld, tmp_path
         assert store.count_events() % 500 == 0
     finally:
         store.close()
+
+
+def test_postgres_store_gives_the_same_features(
+    world: LiveWorld, store: EventStore, live: LiveFeatures
+) -> None:
+    """`churnguard ingest` into the real PostgreSQL server: the same features as the SQLite store."""
+    from pg_fixtures import fresh_database
+
+    rows = offline_rows(world.table, 300, seed=6)
+    with fresh_database("churnguard_live") as url:
+        postgres = EventStore.open(url)
+        try:
+            loaded = backfill(world.config, postgres, progress=False)
+            assert loaded.events.stored == loaded.events.received > 0
+            for observed, group in rows.groupby(OBSERVATION_COLUMN):
+                ids = group[ID_COLUMN].tolist()
+                got = live.frame(postgres, ids, pd.Timestamp(observed))
+                want = group[[ID_COLUMN, *world.table.schema.names]].reset_index(drop=True)
+                assert_same_features(got, want, world)
+        finally:
+            postgres.close()

@@ -128,3 +128,30 @@ def test_concurrent_processes_and_threads_lose_nothing(tmp_path, predictor: Pred
         **{f"w{w}-{i}": 1 + i % 7 for w in range(3) for i in range(30)},
         **{f"t{t}-{i}": 1 for t in range(4) for i in range(20)},
     }
+
+
+def test_postgres_log_reads_back_what_sqlite_does(tmp_path, predictor: Predictor) -> None:
+    """The same appends into the real PostgreSQL server and into SQLite read back the same."""
+    from pg_fixtures import fresh_database
+
+    rows = telco_rows(90, seed=9)
+    small = predictor.score_frame(rows.iloc[:20])
+    large = predictor.score_frame(rows.iloc[20:], explain=False)
+    with fresh_database("churnguard_log") as url:
+        logs = [PredictionLog.open(url, batch_rows=50), PredictionLog.open(f"sqlite:///{tmp_path / 'l.db'}", 50)]
+        frames = []
+        for log in logs:
+            assert log.append(small, "daily-m-2025-01-01-00000") == 20
+            assert log.append(large, "daily-m-2025-01-01-00001") == 70
+            assert log.logged_requests("daily-m-2025-01-01-") == {
+                "daily-m-2025-01-01-00000",
+                "daily-m-2025-01-01-00001",
+            }
+            assert log.logged_requests("daily-m-2025-01-02-") == set()
+            since = datetime.now(UTC) - timedelta(days=1)
+            np.testing.assert_array_equal(
+                log.oldest_health(rows["customer_id"].tolist()[:3], since), small.health[:3]
+            )
+            frames.append(log.read().drop(columns=["logged_at"]))
+            log.close()
+        pd.testing.assert_frame_equal(frames[0], frames[1], check_dtype=False)

@@ -337,8 +337,9 @@ class SqliteEventStore(EventStore):
     def _insert_events(self, cursor: sqlite3.Cursor, frame: pd.DataFrame) -> int:
         before = self._connection().total_changes
         cursor.executemany(
-            "INSERT OR IGNORE INTO events (event_id, customer_id, ts, type, value, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            # Only a repeated event_id is skipped (OR IGNORE would also skip a NOT NULL violation).
+            "INSERT INTO events (event_id, customer_id, ts, type, value, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
             _event_rows(frame, _now_ns()),
         )
         return self._connection().total_changes - before
