@@ -138,7 +138,8 @@ def test_postgres_log_reads_back_what_sqlite_does(tmp_path, predictor: Predictor
     small = predictor.score_frame(rows.iloc[:20])
     large = predictor.score_frame(rows.iloc[20:], explain=False)
     with fresh_database("churnguard_log") as url:
-        logs = [PredictionLog.open(url, batch_rows=50), PredictionLog.open(f"sqlite:///{tmp_path / 'l.db'}", 50)]
+        sqlite = f"sqlite:///{tmp_path / 'l.db'}"
+        logs = [PredictionLog.open(url, batch_rows=50), PredictionLog.open(sqlite, batch_rows=50)]
         frames = []
         for log in logs:
             assert log.append(small, "daily-m-2025-01-01-00000") == 20

@@ -32,7 +32,6 @@ from churnguard.store.intake import CHURN, SIGNUP, CustomerBatch, EventBatch
 log = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 100_000
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 @dataclass
@@ -61,16 +60,15 @@ class BackfillSummary:
 
 
 def content_event_ids(events: pd.DataFrame) -> np.ndarray:
-    """`<16 hex digits of the content hash>-<occurrence>` per event, as Python strings."""
-    hashes = pd.util.hash_pandas_object(
-        events[[ID_COLUMN, "timestamp", "type", "value"]], index=False
-    ).to_numpy(dtype=np.uint64)
-    occurrence = pd.Series(hashes).groupby(hashes, sort=False).cumcount().to_numpy()
-    # Hex digits built column-wise (a format() per event costs seconds on millions of rows).
-    shifts = np.arange(60, -4, -4, dtype=np.uint64)
-    digits = _HEX[((hashes[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
-    text = digits.view("S16").ravel().astype(str).astype(object)
-    return text + "-" + occurrence.astype(str).astype(object)
+    """A 64-bit id per event from its content (customer, time, type, value) and how many identical
+    events came before it, stored as text like any event_id. Unique per customer, which is what the
+    store keys on; numbers rather than formatted text, because formatting 4.5 M strings in Python
+    took a fifth of the whole load."""
+    content = pd.util.hash_pandas_object(events[[ID_COLUMN, "timestamp", "type", "value"]], index=False)
+    hashes = content.to_numpy(dtype=np.uint64)
+    occurrence = pd.Series(hashes).groupby(hashes, sort=False).cumcount().to_numpy(dtype=np.uint64)
+    combined = pd.util.hash_array(hashes ^ (occurrence * np.uint64(0x9E3779B97F4A7C15)))
+    return combined.view(np.int64)
 
 
 def customer_records(

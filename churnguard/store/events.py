@@ -8,11 +8,14 @@ all write events and read a customer's history; SQLite in WAL mode lets every pr
 one file (one writer at a time, for milliseconds), while DuckDB lets only one process open a database
 for writing. Reading one customer's history is an index range scan in both.
 
-Events are stored as sent: `event_id` (unique: sending an event again changes nothing), customer,
-timestamp (int64 nanoseconds, UTC), type and value, whatever the type. Late events are simply older
-timestamps. `seq` keeps the order of arrival, which orders events with the same timestamp the way the
-offline table orders them (file order). Customers are one row each: signup and churn dates and every
-other attribute in one JSON object, merged on update (a key sent as null clears it).
+Events are stored as sent: `event_id`, customer, timestamp (int64 nanoseconds, UTC), type and value,
+whatever the type. An event is its customer's `event_id`: sending it again changes nothing. Keying the
+uniqueness by customer first keeps a bulk load's index inserts local: a global index of random ids
+took 135,000 events/s on the simulator's 4.5 M events, this one (and the history index) 300,000.
+Late events are simply older timestamps. `seq` keeps the order of arrival, which orders events with
+the same timestamp the way the offline table orders them (file order). Customers are one row each:
+signup and churn dates and every other attribute in one JSON object, merged on update (a key sent as
+null clears it).
 """
 
 from __future__ import annotations
@@ -51,17 +54,18 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 # What a store raises when it cannot read or write (locked, full, down): a 503, not a client's mistake.
 STORE_ERRORS = _store_errors()
 _IDS_PER_QUERY = 500  # customer ids per IN (...) list
-_INSERT_ROWS = 50_000  # rows per executemany call in bulk loads
+CACHE_KIB = 256 * 1024  # SQLite page cache per connection, an upper bound (pages are used as needed)
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,          -- order of arrival
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     customer_id TEXT NOT NULL,
     ts INTEGER NOT NULL,              -- nanoseconds since the epoch, UTC
     type TEXT NOT NULL,
     value REAL,
-    received_at INTEGER NOT NULL      -- nanoseconds since the epoch, UTC
+    received_at INTEGER NOT NULL,     -- nanoseconds since the epoch, UTC
+    UNIQUE (customer_id, event_id)    -- an event is its customer's event_id
 );
 -- A customer's history in time order, read from the index alone (covering).
 CREATE INDEX IF NOT EXISTS events_customer_time ON events (customer_id, ts, type, value);
@@ -75,12 +79,13 @@ CREATE TABLE IF NOT EXISTS customers (
 _POSTGRES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq BIGSERIAL PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     customer_id TEXT NOT NULL,
     ts BIGINT NOT NULL,
     type TEXT NOT NULL,
     value DOUBLE PRECISION,
-    received_at BIGINT NOT NULL
+    received_at BIGINT NOT NULL,
+    UNIQUE (customer_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS events_customer_time ON events (customer_id, ts, seq) INCLUDE (type, value);
 CREATE TABLE IF NOT EXISTS customers (
@@ -319,6 +324,8 @@ class SqliteEventStore(EventStore):
             connection = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")  # survives a killed process (WAL)
+            # The event_id index takes random keys: a page cache that holds it keeps inserts in memory.
+            connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._local.connection = connection
         return connection
 
@@ -337,9 +344,9 @@ class SqliteEventStore(EventStore):
     def _insert_events(self, cursor: sqlite3.Cursor, frame: pd.DataFrame) -> int:
         before = self._connection().total_changes
         cursor.executemany(
-            # Only a repeated event_id is skipped (OR IGNORE would also skip a NOT NULL violation).
+            # Only a repeated event is skipped (OR IGNORE would also skip a NOT NULL violation).
             "INSERT INTO events (event_id, customer_id, ts, type, value, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, event_id) DO NOTHING",
             _event_rows(frame, _now_ns()),
         )
         return self._connection().total_changes - before
@@ -403,7 +410,7 @@ class PostgresEventStore(EventStore):
         cursor.execute(
             "INSERT INTO events (event_id, customer_id, ts, type, value, received_at) "
             "SELECT event_id, customer_id, ts, type, value, received_at FROM incoming ORDER BY n "
-            "ON CONFLICT (event_id) DO NOTHING"
+            "ON CONFLICT (customer_id, event_id) DO NOTHING"
         )
         return int(cursor.rowcount)
 

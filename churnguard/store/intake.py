@@ -93,10 +93,10 @@ def check_events(
     problems.append((event_ids.isna().to_numpy(), EVENT_ID, "missing: every event needs its own id"))
     long_ids = event_ids.str.len().fillna(0).to_numpy() > MAX_ID_LENGTH
     problems.append((long_ids, EVENT_ID, f"longer than {MAX_ID_LENGTH} characters"))
-    repeated = event_ids.duplicated(keep="first").to_numpy() & event_ids.notna().to_numpy()
-    problems.append((repeated, EVENT_ID, "the same event_id twice in one batch"))
-
     customers = _text(frame[ID_COLUMN])
+    repeated = pd.DataFrame({"c": customers, "e": event_ids}).duplicated(keep="first").to_numpy()
+    repeated &= event_ids.notna().to_numpy()
+    problems.append((repeated, EVENT_ID, "the same customer's event_id twice in one batch"))
     problems.append((customers.isna().to_numpy(), ID_COLUMN, "missing: every event belongs to a customer"))
     long_customers = customers.str.len().fillna(0).to_numpy() > MAX_ID_LENGTH
     problems.append((long_customers, ID_COLUMN, f"longer than {MAX_ID_LENGTH} characters"))
