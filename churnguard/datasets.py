@@ -67,6 +67,14 @@ class DatasetChecks(StrictModel):
     leak_roc_auc: float = Field(default=0.98, gt=0.5, le=1.0)
 
 
+class RecencyBaseline(StrictModel):
+    """A snapshot's stand-in for "days since the last event", the lab's simplest baseline (e.g. tenure:
+    new customers leave more)."""
+
+    column: str
+    churn_when: Literal["high", "low"]  # which end of the column the churners are at
+
+
 class SnapshotDataset(StrictModel):
     kind: Literal["snapshot"]
     name: str
@@ -82,6 +90,7 @@ class SnapshotDataset(StrictModel):
     groups: dict[str, SignalGroup] = {}
     default_group: SignalGroup = "profile"
     checks: DatasetChecks = DatasetChecks()
+    recency_baseline: RecencyBaseline | None = None
 
     _path: Path | None = PrivateAttr(default=None)
     _hash: str = PrivateAttr(default="")
@@ -507,6 +516,11 @@ def check_snapshot_names(config: SnapshotDataset, columns: list[str], report: Da
     for name in config.types:
         if name in not_features and name in columns:
             report.error(yaml, None, f"`types` names '{name}', which is not a feature column")
+    if (recency := config.recency_baseline) is not None:
+        if recency.column in not_features and recency.column in columns:
+            report.error(yaml, None, f"`recency_baseline` names '{recency.column}', which is not a feature")
+        elif recency.column not in columns:
+            report.unknown_names(yaml, "recency_baseline.column", [recency.column], features)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from churnguard.feature_table import FeatureTable, build_feature_table, events_t
 from churnguard.feedback import LabelUpdate, apply_confirmed_labels
 from churnguard.settings import resolve_path
 from churnguard.validation import check_leaks, check_table_labels, label_source
+from training.bgnbd import purchase_days, purchase_types
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ class LabData:
     table: FeatureTable
     churn_dates: pd.Series | None  # by customer_id; None for snapshot data and inactivity churn
     label_update: LabelUpdate | None = None  # set when confirmed outcomes decided some labels
+    # Transaction data only (training.baselines.purchase_types): distinct purchase days, for BG/NBD.
+    purchases: pd.DataFrame | None = None
 
 
 def load_lab_data(config: DatasetConfig, confirmed_labels: pd.DataFrame | None = None) -> LabData:
@@ -33,6 +36,8 @@ def load_lab_data(config: DatasetConfig, confirmed_labels: pd.DataFrame | None =
     if isinstance(config, EventsDataset):
         events = load_events(config)
         data = LabData(events_table(config, events), events.churn_dates)
+        if types := purchase_types(config):
+            data.purchases = purchase_days(events.events, types)
         check_table_labels(events.report, data.table.frame, config, label_source(config))
         source = config_file(config)  # event features are the lab's own; static columns come from customers
     else:

@@ -41,6 +41,7 @@ from churnguard.datasets import DatasetConfig, config_hash, load_dataset_config
 from churnguard.scoring import load_scoring_config
 from churnguard.tracking import configure_mlflow, experiment_id
 from training import plots, runs, studies
+from training.baselines import BASELINE_TAG, Baselines, measure_baselines
 from training.config import TrainingConfig, load_training_config
 from training.data import LabData, load_lab_data
 from training.final import fit_final
@@ -68,6 +69,12 @@ def quality_warnings(metrics: dict[str, float]) -> list[str]:
             "hold at test time, a shift between the training and test periods)."
         ]
     return []
+
+
+def card_with_baselines(card: str, baselines: Baselines, metrics: dict[str, float]) -> str:
+    """The model card with the baselines' table after the test metrics, before the limits."""
+    head, limits, tail = card.partition("\n## Limits")
+    return f"{head}\n{baselines.card_section(metrics)}{limits}{tail}"
 
 
 def card_with_warnings(card: str, warnings: list[str]) -> str:
@@ -107,6 +114,8 @@ class TuneResult:
     model_version: str | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # quality_warnings of the registered model
+    baselines: dict[str, float] = field(default_factory=dict)  # baseline_<name>_test_<metric>
+    baseline_warnings: list[str] = field(default_factory=list)  # a baseline does as well as the model
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -121,7 +130,13 @@ class TuneResult:
             ece = self.test_metrics.get("test_ece", float("nan"))
             text += f"; registered {self.model_name} v{self.model_version}"
             text += f" (test ROC-AUC {auc:.4f}, ECE {ece:.4f})"
-        text += "".join(f"\nWARNING: {warning}" for warning in self.warnings)
+            for name in sorted({key.split("_test_")[0] for key in self.baselines}):
+                text += (
+                    f"\n  {name.removeprefix('baseline_')} on the same test rows: "
+                    f"ROC-AUC {self.baselines[f'{name}_test_roc_auc']:.4f}, "
+                    f"PR-AUC {self.baselines[f'{name}_test_pr_auc']:.4f}"
+                )
+        text += "".join(f"\nWARNING: {warning}" for warning in [*self.warnings, *self.baseline_warnings])
         return text
 
 
@@ -403,7 +418,7 @@ def _finalize(
         return
     best = study.best_trial
     model_name = dataset_config.registered_model_name
-    steps = tqdm(total=4, desc="final model", unit="step", dynamic_ncols=True)
+    steps = tqdm(total=5, desc="final model", unit="step", dynamic_ncols=True)
 
     def step(message: str) -> None:
         steps.set_postfix_str(message)
@@ -424,14 +439,21 @@ def _finalize(
             step,
             objective,
         )
+        step("baselines on the same test rows")
+        baselines = measure_baselines(data, split, dataset_config, seed)
         warnings = quality_warnings(final_model.metrics)
-        for warning in warnings:
+        below_baseline = baselines.warnings(final_model.metrics)
+        for warning in [*warnings, *below_baseline]:
             log.warning("!!! %s !!! %s", model_name, warning)
-        card = card_with_warnings(final_model.card, warnings)
+        card = card_with_baselines(final_model.card, baselines, final_model.metrics)
+        card = card_with_warnings(card, [*warnings, *below_baseline])
         with runs.active_run(parent_run_id):
             mlflow.log_metrics(final_model.metrics)
+            mlflow.log_metrics(baselines.metrics())
             if warnings:
                 mlflow.set_tag(QUALITY_TAG, " ".join(warnings))
+            if below_baseline:
+                mlflow.set_tag(BASELINE_TAG, " ".join(below_baseline))
             mlflow.log_dict(
                 final_model.artifact.contract.model_dump(mode="json", by_alias=True), "contract.json"
             )
@@ -448,7 +470,9 @@ def _finalize(
                 "run_id": parent_run_id,
                 "split_seed": str(split.seed),
                 **{name: f"{value:.6f}" for name, value in final_model.metrics.items()},
+                **{name: f"{value:.6f}" for name, value in baselines.metrics().items()},
                 **({QUALITY_TAG: " ".join(warnings)} if warnings else {}),
+                **({BASELINE_TAG: " ".join(below_baseline)} if below_baseline else {}),
             }
             version = log_and_register(final_model.artifact, card, model_name, tags)
     finally:
@@ -459,3 +483,5 @@ def _finalize(
     result.model_version = version
     result.test_metrics = final_model.metrics
     result.warnings = warnings
+    result.baselines = baselines.metrics()
+    result.baseline_warnings = below_baseline
