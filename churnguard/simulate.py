@@ -304,6 +304,16 @@ SEGMENT_HAZARD = np.array([1.0, 0.72, 0.45])
 INDUSTRY_HAZARD = np.array([1.0, 0.9, 1.2, 0.9, 0.85, 1.05, 1.15, 1.0])
 FRAILTY_SIGMA = 0.7  # hidden per-customer risk: the oracle knows it, models must infer it
 
+
+def _frailty_nodes(count: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights of the frailty's lognormal law (mean 1): expectations over a
+    frailty nobody observes, exact for smooth functions to far below the oracle's sampling error."""
+    z, weight = np.polynomial.hermite_e.hermegauss(count)
+    return np.exp(-(FRAILTY_SIGMA**2) / 2 + FRAILTY_SIGMA * z), weight / weight.sum()
+
+
+FRAILTY_NODES = _frailty_nodes()
+
 _FIRST_NAMES_TEXT = """Ava Ben Chloe Daniel Elena Farid Grace Hiro Isabel Jonas Kofi Lena Mateo Nadia Omar
 Priya Quinn Rosa Sven Tara Umar Vera Wei Xenia Yusuf Zoe Amir Bianca Carlos Dana Emil Fatima Gustav Hana Ivan
 Julia Kenji Lucia Marco Nina"""
@@ -329,6 +339,7 @@ class CustomerBase:
     owner: np.ndarray  # str
     first_contact: np.ndarray  # index into contact names
     static_hazard: np.ndarray  # segment x plan x industry x frailty x ONSET_SCALE
+    frailty: np.ndarray  # the hidden factor in static_hazard, for the oracle that does not know it
     annual_renewal: np.ndarray  # bool: a renewal date each signup anniversary
     tenure_risk: np.ndarray  # (2, tenure days): see `_tenure_risk`
     cause_mix: np.ndarray  # (N, C): share of this customer's onsets by cause
@@ -425,6 +436,7 @@ def _draw_customers(config: SimulationConfig, rng: np.random.Generator) -> Custo
         owner=owner_names[owner_index],
         first_contact=rng.integers(0, len(FIRST_NAMES) * len(LAST_NAMES), n),
         static_hazard=static_hazard,
+        frailty=frailty,
         annual_renewal=~monthly,
         tenure_risk=_tenure_risk(config.days + config.horizon_days - int(signup.min()) + 1),
         cause_mix=mix,
@@ -534,12 +546,19 @@ def _truth_probabilities_on(
     state: LatentState,
     law: EpisodeLaw,
     calendar: Calendar,
+    *,
+    frailty_known: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact P(churn in (day, day + horizon]) for customers active at midnight of `day`.
 
     In an episode: the per-cause lead law conditioned on the episode still running at its age
     (a recovery inside the horizon cannot be followed by a churn: the honeymoon outlasts it).
     Healthy: sum over onset days s of P(no onset before s) * hazard(s) * P(lead <= day + horizon - s - 1).
+
+    `frailty_known=False` is the oracle without the hidden frailty: for healthy customers the forecast
+    is averaged over the frailty's population law instead of using the customer's own (an episode's
+    forecast does not depend on it). It still knows the latent episode state, and it ignores what a
+    customer's history says about their frailty, so it is a reference, not a bound.
     """
     horizon = config.horizon_days
     active = np.flatnonzero((base.signup < day) & (state.churn_day > day))
@@ -549,21 +568,41 @@ def _truth_probabilities_on(
     who = active[episode]
     probability[episode] = law.churn_within(state.cause[who], day - state.onset[who], horizon)
 
-    offsets = np.arange(horizon)
-    onset_churn = law.churn_share[:, None] * law.lead_cdf  # P(an onset churns within x days), by cause
     healthy_rows = np.flatnonzero(~episode)
     for chunk in np.array_split(healthy_rows, max(1, healthy_rows.size // 20_000)):
         who = active[chunk]
-        onset_day = day + offsets[None, :]
-        hazard = _onset_hazard(base, calendar, who[:, None], onset_day)
-        hazard = np.where(onset_day >= state.honeymoon_until[who][:, None], hazard, 0.0)
-        still_healthy = np.cumprod(1.0 - hazard, axis=1)
-        still_healthy = np.hstack([np.ones((who.size, 1)), still_healthy[:, :-1]])
-        churn_in_time = (
-            base.cause_mix[who] @ onset_churn[:, np.minimum(horizon - 1 - offsets, MAX_EPISODE_DAYS)]
+        if frailty_known:
+            probability[chunk] = _healthy_churn_within(day, horizon, base, state, law, calendar, who, 1.0)
+            continue
+        probability[chunk] = sum(
+            weight
+            * _healthy_churn_within(day, horizon, base, state, law, calendar, who, node / base.frailty[who])
+            for node, weight in zip(*FRAILTY_NODES, strict=True)
         )
-        probability[chunk] = (still_healthy * hazard * churn_in_time).sum(axis=1)
     return active, probability
+
+
+def _healthy_churn_within(
+    day: int,
+    horizon: int,
+    base: CustomerBase,
+    state: LatentState,
+    law: EpisodeLaw,
+    calendar: Calendar,
+    who: np.ndarray,
+    hazard_scale: float | np.ndarray,
+) -> np.ndarray:
+    """P(an onset in the next `horizon` days that churns within them), for healthy customers `who`, with
+    their onset hazard multiplied by `hazard_scale` (1: their own frailty)."""
+    offsets = np.arange(horizon)
+    onset_churn = law.churn_share[:, None] * law.lead_cdf  # P(an onset churns within x days), by cause
+    onset_day = day + offsets[None, :]
+    hazard = _onset_hazard(base, calendar, who[:, None], onset_day) * np.reshape(hazard_scale, (-1, 1))
+    hazard = np.where(onset_day >= state.honeymoon_until[who][:, None], hazard, 0.0)
+    still_healthy = np.cumprod(1.0 - hazard, axis=1)
+    still_healthy = np.hstack([np.ones((who.size, 1)), still_healthy[:, :-1]])
+    churn_in_time = base.cause_mix[who] @ onset_churn[:, np.minimum(horizon - 1 - offsets, MAX_EPISODE_DAYS)]
+    return (still_healthy * hazard * churn_in_time).sum(axis=1)
 
 
 # ---------------------------------------------------------------------------------------------- signals
@@ -785,10 +824,14 @@ def simulate(config: SimulationConfig, progress: bool = False) -> Simulation:
         days = tqdm(days, desc=f"simulating ({-first_day} warm-up + {config.days} days)", unit="day")
 
     events = EventBuffer()
-    oracle: list[tuple[int, np.ndarray, np.ndarray]] = []
+    oracle: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # day, who, exact, without frailty
     for day in days:
         if day in observation_days:
-            oracle.append((day, *_truth_probabilities_on(day, config, base, state, law, calendar)))
+            active, exact = _truth_probabilities_on(day, config, base, state, law, calendar)
+            _, without_frailty = _truth_probabilities_on(
+                day, config, base, state, law, calendar, frailty_known=False
+            )
+            oracle.append((day, active, exact, without_frailty))
         if day >= -config.history_days:
             ctx = _day_context(day, base, state, law, rng)
             _emit_activity(ctx, base, calendar, rng, events)
@@ -916,23 +959,29 @@ def _truth_frame(config: SimulationConfig, base: CustomerBase, state: LatentStat
 
 
 def _truth_probabilities_frame(
-    config: SimulationConfig, base: CustomerBase, oracle: list[tuple[int, np.ndarray, np.ndarray]]
+    config: SimulationConfig,
+    base: CustomerBase,
+    oracle: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
 ) -> pd.DataFrame:
+    """`probability`: the exact oracle; `probability_without_frailty`: the same forecast averaged over
+    the hidden frailty's law (what the latent state allows without it)."""
     if not oracle:
         return pd.DataFrame(
             {
                 "customer_id": _strings(np.array([], dtype=str)),
                 "observation_date": np.array([], dtype="datetime64[ns]"),
                 "probability": np.array([], dtype=np.float64),
+                "probability_without_frailty": np.array([], dtype=np.float64),
             }
         )
-    customer = np.concatenate([who for _, who, _ in oracle])
-    day = np.concatenate([np.full(who.size, d, dtype=np.int64) for d, who, _ in oracle])
+    customer = np.concatenate([who for _, who, _, _ in oracle])
+    day = np.concatenate([np.full(who.size, d, dtype=np.int64) for d, who, _, _ in oracle])
     return pd.DataFrame(
         {
             "customer_id": _strings(base.ids[customer]),
             "observation_date": _dates(config, day),
-            "probability": np.concatenate([p for _, _, p in oracle]),
+            "probability": np.concatenate([p for _, _, p, _ in oracle]),
+            "probability_without_frailty": np.concatenate([p for _, _, _, p in oracle]),
         }
     )
 
@@ -999,6 +1048,7 @@ def realism(sim: Simulation) -> dict[str, float]:
         "horizon_churn_rate": float(label.mean()) if len(rows) else float("nan"),
         "mean_truth_probability": float(probability.mean()) if len(rows) else float("nan"),
         "oracle_roc_auc": roc_auc(label, probability),
+        "oracle_without_frailty_roc_auc": roc_auc(label, rows["probability_without_frailty"].to_numpy()),
         "no_login_30d_fire_rate": float(fired.mean()) if len(rows) else float("nan"),
         "no_login_30d_precision": float(label[fired].mean()) if fired.any() else float("nan"),
         "no_login_30d_recall": float(fired[label].mean()) if label.any() else float("nan"),

@@ -17,6 +17,7 @@ import pytest
 from churnguard.simulate import (
     CAUSES,
     EVENT_TYPES,
+    FRAILTY_SIGMA,
     MIN_HONEYMOON_DAYS,
     WARMUP_DAYS,
     Calendar,
@@ -126,6 +127,7 @@ EXPECTED_SCHEMAS = {
         "customer_id": pa.string(),
         "observation_date": pa.timestamp("ns"),
         "probability": pa.float64(),
+        "probability_without_frailty": pa.float64(),
     },
 }
 
@@ -331,6 +333,8 @@ def test_lead_time_from_onset_to_churn_varies_widely(sim: Simulation) -> None:
 def test_realism_bounds_at_20k_customers(figures: dict[str, float]) -> None:
     assert 0.10 <= figures["annual_churn_rate"] <= 0.30
     assert 0.80 <= figures["oracle_roc_auc"] <= 0.92
+    # Without the hidden frailty the latent state still ranks well, and less well than with it.
+    assert 0.75 <= figures["oracle_without_frailty_roc_auc"] < figures["oracle_roc_auc"] - 0.01
     # "30 days without a login" is a weak rule: it fires on a meaningful share, and is often wrong.
     assert figures["no_login_30d_precision"] < 0.6
     assert figures["no_login_30d_fire_rate"] >= 0.01 and figures["no_login_30d_recall"] >= 0.05
@@ -411,3 +415,35 @@ def test_oracle_matches_the_healthy_process_run_forward(honeymoon_left: int) -> 
     oracle = probability[0]
     assert 0.03 < oracle < 0.5
     assert abs(frequency - oracle) <= 4 * np.sqrt(oracle * (1 - oracle) / copies), (frequency, oracle)
+
+
+def test_oracle_without_frailty_is_the_churn_rate_of_customers_alike_but_for_frailty() -> None:
+    """200,000 copies of one healthy customer, each with its own frailty drawn from the population's
+    law: the oracle without frailty gives all of them one probability, and it is their churn frequency
+    when the daily process runs forward (the exact oracle differs copy by copy and averages to it)."""
+    config = SimulationConfig(customers=400, seed=5)
+    law = EpisodeLaw.build()
+    calendar = Calendar.build(config.start, -WARMUP_DAYS, config.days + config.horizon_days + 1)
+    base = _draw_customers(config, np.random.default_rng(5))
+    customer = int(np.flatnonzero((base.signup < -300) & base.annual_renewal)[0])
+    copies = 200_000
+    replicas = base.take(np.full(copies, customer))
+    frailty = np.random.default_rng(7).lognormal(-(FRAILTY_SIGMA**2) / 2, FRAILTY_SIGMA, copies)
+    # Raised 15-fold so the check has power, as in the healthy-process test above.
+    without_own = replicas.static_hazard / replicas.frailty * 15
+    replicas = replace(replicas, static_hazard=without_own * frailty, frailty=frailty)
+    state = LatentState.initial(copies)
+    day = 150
+
+    _, exact = _truth_probabilities_on(day, config, replicas, state, law, calendar)
+    active, blind = _truth_probabilities_on(day, config, replicas, state, law, calendar, frailty_known=False)
+    assert active.size == copies and np.ptp(blind) < 1e-12 < np.ptp(exact)
+    rng = np.random.default_rng(6)
+    for onset_day in range(day, day + config.horizon_days):
+        _draw_onsets(onset_day, replicas, state, law, calendar, MIN_HONEYMOON_DAYS, rng)
+    frequency = ((state.churn_day > day) & (state.churn_day <= day + config.horizon_days)).mean()
+    oracle = blind[0]
+    assert 0.03 < oracle < 0.5
+    error = np.sqrt(oracle * (1 - oracle) / copies)
+    assert abs(frequency - oracle) <= 4 * error, (frequency, oracle)
+    assert abs(exact.mean() - oracle) <= 4 * error  # the drawn frailties average to the law's
