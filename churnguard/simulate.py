@@ -129,7 +129,7 @@ class SimulationConfig:
 
 @dataclass(frozen=True, eq=False)
 class Simulation:
-    """The simulated CRM in memory; `write` stores the four frames as Parquet.
+    """The simulated CRM in memory; `write` stores the five frames as Parquet.
 
     String columns are Arrow-backed (`string[pyarrow]`); the files hold plain Arrow strings.
     """
@@ -139,6 +139,7 @@ class Simulation:
     events: pd.DataFrame
     truth: pd.DataFrame
     truth_probabilities: pd.DataFrame
+    contracts: pd.DataFrame  # one row per contract term; see `_contracts_frame`
 
 
 def observation_dates(config: SimulationConfig) -> list[date]:
@@ -824,6 +825,7 @@ def simulate(config: SimulationConfig, progress: bool = False) -> Simulation:
         days = tqdm(days, desc=f"simulating ({-first_day} warm-up + {config.days} days)", unit="day")
 
     events = EventBuffer()
+    episodes = EpisodeLog()
     oracle: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # day, who, exact, without frailty
     for day in days:
         if day in observation_days:
@@ -840,6 +842,7 @@ def simulate(config: SimulationConfig, progress: bool = False) -> Simulation:
             _emit_engagement(ctx, base, calendar, rng, events)
             _emit_relationship(ctx, law, rng, events)
         _draw_onsets(day, base, state, law, calendar, honeymoon_days, rng)
+        episodes.record(np.flatnonzero(state.onset == day + 1), state)
 
     churned = np.flatnonzero(state.churn_day <= config.days)
     events.add(churned, state.churn_day[churned] * DAY_SECONDS, "churn")
@@ -852,6 +855,7 @@ def simulate(config: SimulationConfig, progress: bool = False) -> Simulation:
         events=_events_frame(config, base, events),
         truth=_truth_frame(config, base, state),
         truth_probabilities=_truth_probabilities_frame(config, base, oracle),
+        contracts=_contracts_frame(config, base, state, episodes, law),
     )
     elapsed = time.perf_counter() - started
     log.info("simulated %s customers over %d days in %.1f s", f"{base.size:,}", config.days, elapsed)
@@ -986,6 +990,163 @@ def _truth_probabilities_frame(
     )
 
 
+# ---------------------------------------------------------------------------------------------- contracts
+
+CONTRACTS_STREAM = 1  # contracts draw from their own stream, so events and customers stay as they were
+MONTHLY_TERM_DAYS = 30
+ANNUAL_TERM_DAYS = 365  # the hazard's renewal cycle: `_tenure_risk` counts tenure % 365
+SEAT_PRICE_PER_YEAR = np.array([600.0, 900.0, 1_200.0])  # by segment
+NO_AUTO_RENEW_SHARE = 0.15  # customers who renew by hand, whatever their health
+# Auto-renew switched off during an episode: most who will leave do it, some who recover too.
+AUTO_RENEW_OFF_IF_CHURNING = 0.6
+AUTO_RENEW_OFF_IF_RECOVERING = 0.12
+
+
+@dataclass
+class EpisodeLog:
+    """Every episode as it starts (the latent state keeps only the latest one per customer)."""
+
+    customer: list[np.ndarray] = field(default_factory=list)
+    onset: list[np.ndarray] = field(default_factory=list)
+    end: list[np.ndarray] = field(default_factory=list)
+    cause: list[np.ndarray] = field(default_factory=list)
+    churns: list[np.ndarray] = field(default_factory=list)
+
+    def record(self, starters: np.ndarray, state: LatentState) -> None:
+        if starters.size == 0:
+            return
+        self.customer.append(starters)
+        for name in ("onset", "end", "cause", "churns"):
+            source = "episode_end" if name == "end" else name
+            getattr(self, name).append(getattr(state, source)[starters].copy())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Sorted by customer, then onset."""
+        names = ("customer", "onset", "end", "cause", "churns")
+        arrays = {
+            name: np.concatenate(getattr(self, name)) if self.customer else np.empty(0, np.int64)
+            for name in names
+        }
+        order = np.lexsort((arrays["onset"], arrays["customer"]))
+        return {name: values[order] for name, values in arrays.items()}
+
+
+def _contracts_frame(
+    config: SimulationConfig, base: CustomerBase, state: LatentState, episodes: EpisodeLog, law: EpisodeLaw
+) -> pd.DataFrame:
+    """One row per contract term, from signup until the customer churns or the export date.
+
+    Terms follow the hazard's renewal cycle: annual plans renew every 365 days from signup (the onset
+    risk doubles in the 60 days before each renewal), monthly plans every 30 days. At each renewal the
+    seats change with the customer's health that day: customers in a disengagement episode downgrade
+    often, healthy ones mostly stay or expand. During an episode a customer may switch auto-renew off
+    (most who will churn, a few who recover). A churn ends the running term on the churn date.
+    Signals here are drawn from the latent state only, like every event, so they reveal no more than it.
+    """
+    rng = np.random.default_rng([config.seed, CONTRACTS_STREAM])
+    export_day = config.days
+    churn_day = np.where(state.churn_day <= export_day, state.churn_day, NEVER)
+    term_days = np.where(base.annual_renewal, ANNUAL_TERM_DAYS, MONTHLY_TERM_DAYS)
+
+    # Every term start: signup + k * term, up to the export date and before the churn.
+    last_day = np.minimum(churn_day - 1, export_day)
+    terms = np.maximum((last_day - base.signup) // term_days + 1, 0)
+    customer = np.repeat(np.arange(base.size), terms)
+    number = np.arange(customer.size) - np.repeat(np.cumsum(terms) - terms, terms)
+    start = base.signup[customer] + number * term_days[customer]
+    renewal = start + term_days[customer]
+    churned_in_term = churn_day[customer] <= renewal  # leaving on the renewal day is not renewing
+    end = np.where(churned_in_term, churn_day[customer], renewal)
+
+    # Health on each term's first day, from the episode running then (none before the warm-up).
+    log = episodes.arrays()
+    health, in_episode = _episode_on(log, law, customer, start)
+
+    # Seats change at renewals only: a disengaging customer cuts seats, a healthy one may expand.
+    first = number == 0
+    draw = rng.random(customer.size)
+    cut = np.where(in_episode, 0.35 + 0.4 * (1.0 - health), 0.04)
+    grow = np.where(in_episode, 0.02, 0.12)
+    change = np.select([first, draw < cut, draw > 1.0 - grow], ["new", "downgrade", "upgrade"], "renewal")
+    factor = np.select(
+        [change == "downgrade", change == "upgrade"],
+        [1.0 - rng.uniform(0.1, 0.4, customer.size), 1.0 + rng.uniform(0.05, 0.3, customer.size)],
+        1.0,
+    )
+    factor[first] = 1.0
+    initial_seats = np.maximum(1.0, np.round(base.contract_value / SEAT_PRICE_PER_YEAR[base.segment]))
+    seat_path = np.exp(_cumsum_by_group(np.log(factor), terms))  # seats compound over a customer's terms
+    seats = np.maximum(1, np.round(initial_seats[customer] * seat_path)).astype(np.int64)
+    price_per_seat_month = base.contract_value / 12.0 / initial_seats
+    mrr = np.round(seats * price_per_seat_month[customer], 2)
+
+    # Auto-renew: on by default; switched off once during an episode, on a day inside it and this term.
+    auto_renew = rng.random(base.size) >= NO_AUTO_RENEW_SHARE
+    switch_off = _auto_renew_off_days(log, rng)
+    off_day = np.full(customer.size, NEVER)
+    if switch_off.size:
+        episode_customer, day = log["customer"][switch_off[:, 0]], switch_off[:, 1]
+        # The term that holds the switch-off day: terms are sorted by customer and start.
+        row = (
+            np.searchsorted(customer * (NEVER + 1) + start, episode_customer * (NEVER + 1) + day, "right") - 1
+        )
+        inside = (row >= 0) & (customer[np.maximum(row, 0)] == episode_customer)
+        inside &= (day < end[np.maximum(row, 0)]) & (day <= export_day) & auto_renew[episode_customer]
+        off_day[row[inside]] = np.minimum(off_day[row[inside]], day[inside])
+
+    status = np.where(churned_in_term, "churned", np.where(renewal <= export_day, "renewed", "active"))
+    return pd.DataFrame(
+        {
+            "contract_id": _strings(
+                np.char.add(base.ids[customer].astype(str), np.char.mod("-%03d", number))
+            ),
+            "customer_id": _strings(base.ids[customer]),
+            "plan": _strings(np.array(PLANS)[base.plan[customer]]),
+            "start_date": _dates(config, start),
+            "end_date": _dates(config, end),
+            "renewal_date": _dates(config, renewal),
+            "seats": seats,
+            "mrr": mrr.astype(np.float64),
+            "change": _strings(change),
+            "auto_renew": auto_renew[customer],
+            "auto_renew_off_date": _dates(config, off_day),
+            "status": _strings(status),
+        }
+    )
+
+
+def _cumsum_by_group(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Running sum restarting at each group (groups are consecutive, of the given sizes)."""
+    total = np.cumsum(values)
+    group_start = np.cumsum(sizes) - sizes
+    before = np.concatenate([[0.0], total])[group_start]
+    return total - np.repeat(before, sizes)
+
+
+def _episode_on(
+    log: dict[str, np.ndarray], law: EpisodeLaw, customer: np.ndarray, day: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Health, and whether a disengagement episode is running, for each (customer, day)."""
+    if log["customer"].size == 0:
+        return np.ones(customer.size), np.zeros(customer.size, dtype=bool)
+    key = log["customer"] * (NEVER + 1) + log["onset"]
+    latest = np.searchsorted(key, customer * (NEVER + 1) + day, side="right") - 1  # last onset <= day
+    safe = np.maximum(latest, 0)
+    running = (latest >= 0) & (log["customer"][safe] == customer) & (day < log["end"][safe])
+    age = np.minimum(np.maximum(day - log["onset"][safe], 0), MAX_EPISODE_DAYS)
+    health = np.where(running, law.health[log["cause"][safe], age], 1.0)
+    return health, running
+
+
+def _auto_renew_off_days(log: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """(episode index, day) pairs: the day inside each chosen episode when auto-renew is switched off."""
+    share = np.where(log["churns"], AUTO_RENEW_OFF_IF_CHURNING, AUTO_RENEW_OFF_IF_RECOVERING)
+    chosen = np.flatnonzero(rng.random(share.size) < share)
+    length = log["end"][chosen] - log["onset"][chosen]
+    day = log["onset"][chosen] + np.floor(rng.uniform(0.1, 0.9, chosen.size) * length).astype(np.int64)
+    return np.stack([chosen, day], axis=1) if chosen.size else np.empty((0, 2), np.int64)
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 FILE_NAMES = {
@@ -993,11 +1154,12 @@ FILE_NAMES = {
     "events": "events.parquet",
     "truth": "truth.parquet",
     "truth_probabilities": "truth_probabilities.parquet",
+    "contracts": "contracts.parquet",
 }
 
 
 def write(sim: Simulation, out_dir: Path) -> dict[str, Path]:
-    """Write the four frames as Parquet (plain Arrow types, no pandas metadata); returns the paths."""
+    """Write the five frames as Parquet (plain Arrow types, no pandas metadata); returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import date, timedelta
 from itertools import pairwise
@@ -79,11 +80,33 @@ def small_config(seed: int) -> SimulationConfig:
 
 def test_same_seed_gives_identical_frames_and_another_seed_does_not() -> None:
     first, second, other = simulate(small_config(1)), simulate(small_config(1)), simulate(small_config(2))
-    for name in ("customers", "events", "truth", "truth_probabilities"):
+    for name in ("customers", "events", "truth", "truth_probabilities", "contracts"):
         pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name), check_exact=True)
     assert len(first.events) > 100_000
     assert not first.events.equals(other.events)
     assert not first.truth["churn_date"].equals(other.truth["churn_date"])
+
+
+def fingerprint(sim: Simulation) -> str:
+    digest = hashlib.sha256()
+    for name in ("customers", "events", "truth"):
+        frame = getattr(sim, name)
+        for column in frame.columns:
+            values = frame[column]
+            if pd.api.types.is_datetime64_any_dtype(values):
+                data = values.to_numpy().astype("datetime64[ns]").astype(np.int64).tobytes()
+            elif pd.api.types.is_float_dtype(values):
+                data = np.nan_to_num(values.to_numpy(dtype=np.float64), nan=-1.0).tobytes()
+            else:
+                data = "\x1f".join(values.astype(str)).encode()
+            digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+def test_a_seed_keeps_its_customers_events_and_truth_when_outputs_are_added() -> None:
+    """Added outputs (the oracle without frailty, contracts) draw nothing from the main stream: the
+    frames every test and parity check is built on stay those of the simulator before them."""
+    assert fingerprint(simulate(small_config(1))) == "f24327605a8b0323"
 
 
 def test_observation_dates_keep_the_whole_horizon_inside_the_period() -> None:
@@ -129,15 +152,30 @@ EXPECTED_SCHEMAS = {
         "probability": pa.float64(),
         "probability_without_frailty": pa.float64(),
     },
+    "contracts": {
+        "contract_id": pa.string(),
+        "customer_id": pa.string(),
+        "plan": pa.string(),
+        "start_date": pa.timestamp("ns"),
+        "end_date": pa.timestamp("ns"),
+        "renewal_date": pa.timestamp("ns"),
+        "seats": pa.int64(),
+        "mrr": pa.float64(),
+        "change": pa.string(),
+        "auto_renew": pa.bool_(),
+        "auto_renew_off_date": pa.timestamp("ns"),
+        "status": pa.string(),
+    },
 }
 
 
-def test_write_produces_the_four_files_with_exact_columns_and_types(files: dict[str, Path]) -> None:
+def test_write_produces_the_five_files_with_exact_columns_and_types(files: dict[str, Path]) -> None:
     assert {name: path.name for name, path in files.items()} == {
         "customers": "customers.parquet",
         "events": "events.parquet",
         "truth": "truth.parquet",
         "truth_probabilities": "truth_probabilities.parquet",
+        "contracts": "contracts.parquet",
     }
     for name, expected in EXPECTED_SCHEMAS.items():
         schema = pq.read_schema(files[name])
@@ -148,6 +186,8 @@ def test_write_produces_the_four_files_with_exact_columns_and_types(files: dict[
                 assert frame[column].dtype == object, (name, column)
             elif arrow_type == pa.float64():
                 assert frame[column].dtype == np.float64, (name, column)
+            elif arrow_type in (pa.int64(), pa.bool_()):
+                assert frame[column].dtype == arrow_type.to_pandas_dtype(), (name, column)
             else:
                 assert frame[column].dtype == "datetime64[ns]", (name, column)
 
@@ -447,3 +487,62 @@ def test_oracle_without_frailty_is_the_churn_rate_of_customers_alike_but_for_fra
     error = np.sqrt(oracle * (1 - oracle) / copies)
     assert abs(frequency - oracle) <= 4 * error, (frequency, oracle)
     assert abs(exact.mean() - oracle) <= 4 * error  # the drawn frailties average to the law's
+
+
+# ---------------------------------------------------------------------------------------------- contracts
+
+
+def test_contract_terms_follow_the_hazards_renewal_cycle_from_signup_to_churn(sim: Simulation) -> None:
+    contracts = sim.contracts.sort_values(["customer_id", "start_date"], kind="stable")
+    customers = sim.customers.set_index("customer_id")
+    end_of_data = START + sim.config.days * DAY
+    assert contracts["contract_id"].is_unique
+    assert set(contracts["customer_id"]) == set(customers.index)
+
+    # Annual plans renew every 365 days (the onset risk doubles in the 60 days before), monthly every 30.
+    term = (contracts["renewal_date"] - contracts["start_date"]).dt.days
+    monthly = contracts["plan"] == "Starter Monthly"
+    assert (term[monthly] == 30).all() and (term[~monthly] == 365).all()
+    first = contracts.groupby("customer_id").head(1).set_index("customer_id")
+    assert (first["start_date"] == customers.loc[first.index, "signup_date"]).all()
+    assert (first["change"] == "new").all()
+    following = contracts.groupby("customer_id").shift(-1)
+    chained = following["start_date"].notna()
+    assert (following.loc[chained, "start_date"] == contracts.loc[chained, "renewal_date"]).all()
+
+    # A churner's last term ends on the churn date; everyone else's covers the end of the data.
+    last = contracts.groupby("customer_id").tail(1).set_index("customer_id")
+    churn = customers.loc[last.index, "churn_date"]
+    churned = churn.notna()
+    assert (last.loc[churned, "end_date"] == churn[churned]).all()
+    assert (last.loc[churned, "status"] == "churned").all()
+    assert ((contracts["status"] == "churned").sum()) == churned.sum()
+    active = last[~churned]
+    assert ((active["start_date"] <= end_of_data) & (active["renewal_date"] > end_of_data)).all()
+    assert (active["status"] == "active").all()
+
+    # MRR is seats at the customer's own price; auto-renew goes off only inside its term.
+    price = contracts["mrr"] / contracts["seats"]
+    assert (price.groupby(contracts["customer_id"]).agg(np.ptp) < 0.01).all()
+    off = contracts["auto_renew_off_date"].notna()
+    assert off.any()
+    inside = (contracts["auto_renew_off_date"] >= contracts["start_date"]) & (
+        contracts["auto_renew_off_date"] < contracts["end_date"]
+    )
+    assert inside[off].all() and contracts.loc[off, "auto_renew"].all()
+    assert (contracts.loc[off, "auto_renew_off_date"] <= end_of_data).all()
+
+
+def test_contracts_carry_the_churn_signals_a_crm_would_see(sim: Simulation) -> None:
+    """Downgrades at renewal and auto-renew switched off come mostly from disengaging customers."""
+    contracts = sim.contracts
+    churn = contracts["customer_id"].map(sim.customers.set_index("customer_id")["churn_date"])
+    renewals = contracts[contracts["change"] != "new"]
+    churn_soon = (churn[renewals.index] - renewals["start_date"]).dt.days.between(1, 120)
+    downgrade = renewals["change"] == "downgrade"
+    assert downgrade[churn_soon].mean() > 3 * downgrade[~churn_soon].mean()
+
+    in_period = contracts["end_date"] > START
+    switched_off = contracts[in_period].groupby("customer_id")["auto_renew_off_date"].count() > 0
+    churner = sim.customers.set_index("customer_id")["churn_date"].notna().reindex(switched_off.index)
+    assert switched_off[churner].mean() > 0.3 > 0.05 > switched_off[~churner].mean()
