@@ -14,6 +14,7 @@ a midnight: for a midnight m, `timestamp < m` exactly when the timestamp's day i
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ TREND_RECENT_DAYS = 30
 TREND_BASELINE_DAYS = 90
 # Month over month: the last 30 days against the 30 days just before them.
 MOM_DAYS = 30
+FEW_ROWS = 64  # populations up to this size take the small-population path in `_type_features`
 
 _SECOND_NS = 1_000_000_000
 _DAY_SECONDS = 86_400
@@ -264,9 +266,16 @@ def event_feature_specs(
     event_types: Mapping[str, EventTypeSpec], windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS
 ) -> list[FeatureSpec]:
     """The columns `event_features` returns, in order, without computing anything."""
-    windows = _check_windows(windows_days)
+    return list(_event_feature_specs(tuple(event_types.items()), _check_windows(windows_days)))
+
+
+@functools.lru_cache(maxsize=64)
+def _event_feature_specs(
+    event_types: tuple[tuple[str, EventTypeSpec], ...], windows: tuple[int, ...]
+) -> tuple[FeatureSpec, ...]:
+    # Cached: scoring one customer by id asks for the same ~170 validated specs on every request.
     specs: list[FeatureSpec] = []
-    for event_type, spec in event_types.items():
+    for event_type, spec in event_types:
         for window in windows:
             specs.append(_event_spec(event_type, spec, f"count_{window}d", "count", window))
             if spec.has_value:
@@ -280,7 +289,7 @@ def event_feature_specs(
         if spec.has_value:
             specs.append(_event_spec(event_type, spec, "last", "last", None))
             specs.append(_event_spec(event_type, spec, "previous", "previous", None))
-    return specs
+    return tuple(specs)
 
 
 def _rate_ratio(recent: np.ndarray, baseline: np.ndarray, recent_days: int, baseline_days: int) -> np.ndarray:
@@ -344,7 +353,14 @@ def _type_features(
     lookbacks = sorted(
         {0, *windows, TREND_RECENT_DAYS, TREND_RECENT_DAYS + TREND_BASELINE_DAYS, MOM_DAYS, 2 * MOM_DAYS}
     )
-    position = {days: index.positions(blocks, seconds - days * _DAY_SECONDS) for days in lookbacks}
+    if blocks.size <= FEW_ROWS:
+        # A handful of rows (scoring by id): one search for every lookback, as numpy's per-call cost
+        # outweighs the work. Many rows keep one sorted search per lookback, which stays in cache.
+        moments = seconds[None, :] - np.array(lookbacks, dtype=np.int64)[:, None] * _DAY_SECONDS
+        found = index.positions(np.broadcast_to(blocks, moments.shape).ravel(), moments.ravel())
+        position = dict(zip(lookbacks, found.reshape(moments.shape), strict=True))
+    else:
+        position = {days: index.positions(blocks, seconds - days * _DAY_SECONDS) for days in lookbacks}
     starts = index.block_starts(blocks)
     now = position[0]
 
@@ -557,9 +573,13 @@ def label_inactivity(pop: pd.DataFrame, events: pd.DataFrame, horizon_days: int)
     return pd.Series((end == start).astype(np.int64), index=pop.index, name=LABEL_COLUMN)
 
 
-def tenure_days(pop: pd.DataFrame, customers: pd.DataFrame) -> pd.Series:
-    """Days from signup to the observation date (fractional when signup has a time); NaN without signup."""
-    signup = customers.set_index(ID_COLUMN)[SIGNUP_COLUMN].reindex(pop[ID_COLUMN].to_numpy())
+def tenure_days(pop: pd.DataFrame, customers: pd.DataFrame, rows: np.ndarray | None = None) -> pd.Series:
+    """Days from signup to the observation date (fractional when signup has a time); NaN without signup.
+
+    `rows`: each population row's position in `customers` (-1: not there), when the caller has it."""
+    if rows is None:
+        rows = pd.Index(customers[ID_COLUMN]).get_indexer(pop[ID_COLUMN])
+    signup = np.append(customers[SIGNUP_COLUMN].to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT", "ns"))
     observed = pop[OBSERVATION_COLUMN].to_numpy(dtype="datetime64[ns]")
-    days = (observed - signup.to_numpy(dtype="datetime64[ns]")) / np.timedelta64(1, "D")
+    days = (observed - signup[rows]) / np.timedelta64(1, "D")
     return pd.Series(days.astype(np.float64), index=pop.index, name=TENURE_COLUMN)

@@ -16,7 +16,7 @@ import pandas as pd
 from churnguard.feature_table import FeaturePlan, customer_features
 from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN, FeatureSchema
 from churnguard.store.events import EventStore
-from churnguard.store.intake import SIGNUP
+from churnguard.store.intake import CHURN, SIGNUP
 
 
 class UnknownCustomers(LookupError):
@@ -63,18 +63,26 @@ class LiveFeatures:
         return self.prepared_customers(store.customers(customer_ids))
 
     def prepared_customers(self, customers: pd.DataFrame) -> pd.DataFrame:
-        """Static columns as the model scores them (a column no customer has is all missing)."""
-        customers = customers.copy()
+        """Static columns as the model scores them (a column no customer has is all missing): numbers
+        as float64, categories as stripped text or None, as the dataset loader reads them."""
+        prepared = {ID_COLUMN: customers[ID_COLUMN].to_numpy(), SIGNUP: customers[SIGNUP].to_numpy()}
+        if CHURN in customers.columns:
+            prepared[CHURN] = customers[CHURN].to_numpy()
+        dtypes = self.plan.static_dtypes or {}
         for column in self.plan.static_columns:
-            values = (
-                customers[column] if column in customers.columns else pd.Series(np.nan, index=customers.index)
-            )
-            if (self.plan.static_dtypes or {}).get(column) == "numeric":
-                customers[column] = pd.to_numeric(values, errors="coerce").astype(np.float64)
+            values = customers[column].to_numpy(dtype=object) if column in customers.columns else None
+            if values is None:
+                prepared[column] = np.full(
+                    len(customers), np.nan if dtypes.get(column) == "numeric" else None
+                )
+            elif dtypes.get(column) == "numeric":
+                prepared[column] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(
+                    dtype=np.float64
+                )
             else:
-                text = values.astype("string").str.strip()
-                customers[column] = text.astype(object).where(text.notna(), None)
-        return customers
+                # Plain Python beats pandas' string methods on the one customer a request asks for.
+                prepared[column] = np.array([_text(value) for value in values], dtype=object)
+        return pd.DataFrame(prepared, index=customers.index)
 
     def frame(
         self,
@@ -122,6 +130,14 @@ def events_since_signup(events: pd.DataFrame, customers: pd.DataFrame) -> pd.Dat
     """Drop events before the customer's signup day, as `load_events` does for the training table."""
     if events.empty:
         return events
-    signup = events[ID_COLUMN].map(customers.set_index(ID_COLUMN)[SIGNUP])
-    early = signup.notna() & (events["timestamp"] < signup.dt.normalize())
-    return events[~early.to_numpy()] if early.any() else events
+    positions = pd.Index(customers[ID_COLUMN]).get_indexer(events[ID_COLUMN])
+    signup_day = customers[SIGNUP].to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    signup = np.append(signup_day, np.datetime64("NaT"))[positions]  # -1 (no record): NaT
+    early = ~np.isnat(signup) & (events["timestamp"].to_numpy() < signup)
+    return events[~early] if early.any() else events
+
+
+def _text(value: object) -> str | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value).strip()
