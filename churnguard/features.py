@@ -348,12 +348,17 @@ def _type_features(
     event_type: str,
     spec: EventTypeSpec,
     windows: tuple[int, ...],
+    few_rows: bool = False,
 ) -> dict[str, np.ndarray]:
-    """All columns of one event type for rows given as (block, observation second), in `windows` order."""
+    """All columns of one event type for rows given as (block, observation second), in `windows` order.
+
+    The blocks may also be those of several types with the same `has_value`, stacked: every column is
+    computed element by element, so stacking changes no value (`event_features` does it for few rows).
+    """
     lookbacks = sorted(
         {0, *windows, TREND_RECENT_DAYS, TREND_RECENT_DAYS + TREND_BASELINE_DAYS, MOM_DAYS, 2 * MOM_DAYS}
     )
-    if blocks.size <= FEW_ROWS:
+    if few_rows:
         # A handful of rows (scoring by id): one search for every lookback, as numpy's per-call cost
         # outweighs the work. Many rows keep one sorted search per lookback, which stays in cache.
         moments = seconds[None, :] - np.array(lookbacks, dtype=np.int64)[:, None] * _DAY_SECONDS
@@ -456,11 +461,21 @@ def event_features(
     names = [spec.name for spec in specs]
     column_of = {name: number for number, name in enumerate(names)}
     matrix = np.empty((len(names), len(population)), dtype=np.float64)
-    for type_code, (event_type, spec) in enumerate(event_types.items()):
-        blocks = type_code * len(customers) + sorted_codes
-        columns = _type_features(index, running, blocks, sorted_seconds, event_type, spec, windows)
-        for name, sorted_column in columns.items():
-            matrix[column_of[name], row_order] = sorted_column
+    few_rows = len(population) <= FEW_ROWS
+    coded = [(code, event_type, spec) for code, (event_type, spec) in enumerate(event_types.items())]
+    if few_rows:
+        # Scoring by id: the types with and without values each go through one set of numpy calls.
+        groups = [[t for t in coded if t[2].has_value == has_value] for has_value in (False, True)]
+    else:
+        groups = [[t] for t in coded]
+    rows = len(sorted_codes)
+    for group in filter(None, groups):
+        blocks = np.concatenate([code * len(customers) + sorted_codes for code, _, _ in group])
+        seconds = np.tile(sorted_seconds, len(group))
+        columns = _type_features(index, running, blocks, seconds, "", group[0][2], windows, few_rows)
+        for suffix, stacked in columns.items():
+            for part, (_, event_type, _) in enumerate(group):
+                matrix[column_of[event_type + suffix], row_order] = stacked[part * rows : (part + 1) * rows]
     frame = pd.DataFrame(matrix.T, index=population.index, columns=names, copy=False)
     logger.info(
         "event features: %d rows x %d columns from %d events of %d types",
