@@ -7,7 +7,7 @@ the customers' history read from the event store. The parity test holds the two 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,29 +60,27 @@ class LiveFeatures:
         self.event_types = set(self.plan.event_types)
 
     def customers(self, store: EventStore, customer_ids: Sequence[str]) -> pd.DataFrame:
-        return self.prepared_customers(store.customers(customer_ids))
+        return self.prepared_customers(store.customer_columns(customer_ids))
 
-    def prepared_customers(self, customers: pd.DataFrame) -> pd.DataFrame:
+    def prepared_customers(self, customers: pd.DataFrame | Mapping[str, np.ndarray]) -> pd.DataFrame:
         """Static columns as the model scores them (a column no customer has is all missing): numbers
         as float64, categories as stripped text or None, as the dataset loader reads them."""
-        prepared = {ID_COLUMN: customers[ID_COLUMN].to_numpy(), SIGNUP: customers[SIGNUP].to_numpy()}
-        if CHURN in customers.columns:
-            prepared[CHURN] = customers[CHURN].to_numpy()
+        ids = np.asarray(customers[ID_COLUMN])
+        prepared = {ID_COLUMN: ids, SIGNUP: np.asarray(customers[SIGNUP])}
+        if customers.get(CHURN) is not None:
+            prepared[CHURN] = np.asarray(customers[CHURN])
         dtypes = self.plan.static_dtypes or {}
         for column in self.plan.static_columns:
-            values = customers[column].to_numpy(dtype=object) if column in customers.columns else None
-            if values is None:
-                prepared[column] = np.full(
-                    len(customers), np.nan if dtypes.get(column) == "numeric" else None
-                )
-            elif dtypes.get(column) == "numeric":
-                prepared[column] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(
-                    dtype=np.float64
-                )
+            numeric = dtypes.get(column) == "numeric"
+            given = customers.get(column)
+            if given is None:
+                prepared[column] = np.full(len(ids), np.nan if numeric else None)
+            elif numeric:
+                prepared[column] = _numbers(np.asarray(given, dtype=object))
             else:
                 # Plain Python beats pandas' string methods on the one customer a request asks for.
-                prepared[column] = np.array([_text(value) for value in values], dtype=object)
-        return pd.DataFrame(prepared, index=customers.index)
+                prepared[column] = np.array([_text(value) for value in np.asarray(given)], dtype=object)
+        return pd.DataFrame(prepared)
 
     def frame(
         self,
@@ -135,6 +133,14 @@ def events_since_signup(events: pd.DataFrame, customers: pd.DataFrame) -> pd.Dat
     signup = np.append(signup_day, np.datetime64("NaT"))[positions]  # -1 (no record): NaT
     early = ~np.isnat(signup) & (events["timestamp"].to_numpy() < signup)
     return events[~early] if early.any() else events
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    """float64 of stored attribute values: numbers as they are, anything else missing."""
+    try:
+        return values.astype(np.float64)  # numbers and None (as NaN): the usual case, in C
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
 
 
 def _text(value: object) -> str | None:

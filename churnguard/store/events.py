@@ -212,6 +212,10 @@ class EventStore:
 
         A customer known only from events (no record) gets a row too, signed up at their first event,
         as a dataset without a customers file has it."""
+        return pd.DataFrame(self.customer_columns(customer_ids))
+
+    def customer_columns(self, customer_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """`customers()` as arrays by column, sorted by id (no frame: a request builds its own)."""
         if customer_ids is None:
             records = self._query("SELECT customer_id, attributes FROM customers ORDER BY customer_id", [])
             first = self._query("SELECT customer_id, MIN(ts) FROM events GROUP BY customer_id", [])
@@ -227,7 +231,7 @@ class EventStore:
                 "SELECT customer_id, MIN(ts) FROM events WHERE customer_id IN ({}) GROUP BY customer_id",
                 unsigned,
             )
-        return _customers_frame(records, first)
+        return _customer_columns(records, first)
 
     def _in_chunks(self, sql: str, ids: list[str]) -> list[tuple]:
         rows: list[tuple] = []
@@ -294,7 +298,7 @@ def _has_signup(attributes: str | dict) -> bool:
     return f'"{SIGNUP}": "' in attributes or f'"{SIGNUP}":"' in attributes
 
 
-def _customers_frame(records: list[tuple], first_events: list[tuple]) -> pd.DataFrame:
+def _customer_columns(records: list[tuple], first_events: list[tuple]) -> dict[str, np.ndarray]:
     first = dict(first_events)
     rows: dict[str, dict] = {}
     for customer_id, attributes in records:
@@ -314,7 +318,7 @@ def _customers_frame(records: list[tuple], first_events: list[tuple]) -> pd.Data
     if missing.any():
         first_ns = np.array([first.get(ids[i], NAT_NS) for i in np.flatnonzero(missing)], dtype=np.int64)
         data[SIGNUP][missing] = first_ns.view("datetime64[ns]")  # type: ignore[index]
-    return pd.DataFrame(data)
+    return data  # type: ignore[return-value]
 
 
 NAT_NS = np.iinfo(np.int64).min  # datetime64's NaT as int64
