@@ -101,7 +101,7 @@ def daily_pass(
     parts_dir.mkdir(parents=True, exist_ok=True)
     errors_path = out_dir / model_name / f"{day}.errors.csv"
 
-    customers = live.prepared_customers(store.customer_columns())
+    customers = pd.DataFrame(live.prepared_customers(store.customer_columns()))
     active = active_customers(customers, as_of)
     ids = active[ID_COLUMN].tolist()
     summary.customers = len(ids)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -238,7 +240,7 @@ class FeaturePlan:
 def customer_features(
     plan: FeaturePlan,
     events: pd.DataFrame,
-    customers: pd.DataFrame,
+    customers: pd.DataFrame | Mapping[str, np.ndarray],
     population: pd.DataFrame,
     *,
     any_moment: bool = False,
@@ -260,7 +262,7 @@ def customer_features(
     head = {"tenure_days": features.tenure_days(population, customers, rows).to_numpy()}
     static_specs = []
     for column in plan.static_columns:
-        head[column] = pd.api.extensions.take(customers[column].to_numpy(), rows, allow_fill=True)
+        head[column] = pd.api.extensions.take(np.asarray(customers[column]), rows, allow_fill=True)
         numeric = pd.api.types.is_numeric_dtype(customers[column])
         if plan.static_dtypes is not None:
             numeric = plan.static_dtypes[column] == "numeric"
@@ -272,5 +274,8 @@ def customer_features(
             )
         )
     tenure_spec = FeatureSpec(name="tenure_days", dtype="numeric", group="relationship", kind="tenure")
-    frame = pd.concat([pd.DataFrame(head, index=population.index), event_frame], axis=1)
+    # In front of the event columns, in place: a frame of the head plus a concat cost more per request.
+    frame = event_frame
+    for position, (name, values) in enumerate(head.items()):
+        frame.insert(position, name, values)
     return frame, FeatureSchema(features=[tenure_spec, *static_specs, *event_feature_specs])

@@ -610,13 +610,17 @@ def label_inactivity(pop: pd.DataFrame, events: pd.DataFrame, horizon_days: int)
     return pd.Series((end == start).astype(np.int64), index=pop.index, name=LABEL_COLUMN)
 
 
-def tenure_days(pop: pd.DataFrame, customers: pd.DataFrame, rows: np.ndarray | None = None) -> pd.Series:
+def tenure_days(
+    pop: pd.DataFrame, customers: pd.DataFrame | Mapping[str, np.ndarray], rows: np.ndarray | None = None
+) -> pd.Series:
     """Days from signup to the observation date (fractional when signup has a time); NaN without signup.
 
     `rows`: each population row's position in `customers` (-1: not there), when the caller has it."""
     if rows is None:
         rows = pd.Index(customers[ID_COLUMN]).get_indexer(pop[ID_COLUMN])
-    signup = np.append(customers[SIGNUP_COLUMN].to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT", "ns"))
+    signup = np.append(
+        np.asarray(customers[SIGNUP_COLUMN], dtype="datetime64[ns]"), np.datetime64("NaT", "ns")
+    )
     observed = pop[OBSERVATION_COLUMN].to_numpy(dtype="datetime64[ns]")
     days = (observed - signup[rows]) / np.timedelta64(1, "D")
     return pd.Series(days.astype(np.float64), index=pop.index, name=TENURE_COLUMN)

@@ -59,12 +59,13 @@ class LiveFeatures:
         self.plan = FeaturePlan.from_schema(self.schema)
         self.event_types = set(self.plan.event_types)
 
-    def customers(self, store: EventStore, customer_ids: Sequence[str]) -> pd.DataFrame:
+    def customers(self, store: EventStore, customer_ids: Sequence[str]) -> dict[str, np.ndarray]:
         return self.prepared_customers(store.customer_columns(customer_ids))
 
-    def prepared_customers(self, customers: pd.DataFrame | Mapping[str, np.ndarray]) -> pd.DataFrame:
+    def prepared_customers(self, customers: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Static columns as the model scores them (a column no customer has is all missing): numbers
-        as float64, categories as stripped text or None, as the dataset loader reads them."""
+        as float64, categories as stripped text or None, as the dataset loader reads them. Columns by
+        name, not a frame: a request's frames cost more than its arithmetic."""
         ids = np.asarray(customers[ID_COLUMN])
         prepared = {ID_COLUMN: ids, SIGNUP: np.asarray(customers[SIGNUP])}
         if customers.get(CHURN) is not None:
@@ -80,14 +81,14 @@ class LiveFeatures:
             else:
                 # Plain Python beats pandas' string methods on the one customer a request asks for.
                 prepared[column] = np.array([_text(value) for value in np.asarray(given)], dtype=object)
-        return pd.DataFrame(prepared)
+        return prepared
 
     def frame(
         self,
         store: EventStore,
         customer_ids: Sequence[str],
         as_of: pd.Timestamp,
-        customers: pd.DataFrame | None = None,
+        customers: Mapping[str, np.ndarray] | pd.DataFrame | None = None,
         events: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """customer_id plus the model's features, one row per id in the order given, as of `as_of`.
@@ -97,13 +98,12 @@ class LiveFeatures:
         ids = [str(customer_id) for customer_id in customer_ids]
         if customers is None:
             customers = self.customers(store, ids)
-        known = set(customers[ID_COLUMN])
-        unknown = [customer_id for customer_id in ids if customer_id not in known]
-        signup = customers.set_index(ID_COLUMN)[SIGNUP]
+        positions = pd.Index(customers[ID_COLUMN]).get_indexer(ids)
+        signup = np.asarray(customers[SIGNUP], dtype="datetime64[ns]")
+        late = signup >= as_of.to_datetime64()  # NaT compares False: no signup date, always a customer
+        unknown = [customer_id for customer_id, at in zip(ids, positions, strict=True) if at < 0]
         not_yet = [
-            customer_id
-            for customer_id in ids
-            if customer_id in known and pd.notna(signup[customer_id]) and signup[customer_id] >= as_of
+            customer_id for customer_id, at in zip(ids, positions, strict=True) if at >= 0 and late[at]
         ]
         if unknown or not_yet:
             raise UnknownCustomers(unknown, not_yet, as_of)
@@ -113,10 +113,9 @@ class LiveFeatures:
         population = pd.DataFrame(
             {
                 ID_COLUMN: np.array(ids, dtype=object),
-                OBSERVATION_COLUMN: np.repeat(as_of.to_datetime64(), len(ids)),
+                OBSERVATION_COLUMN: np.full(len(ids), as_of.to_datetime64(), dtype="datetime64[ns]"),
             }
         )
-        population[OBSERVATION_COLUMN] = population[OBSERVATION_COLUMN].astype("datetime64[ns]")
         features, _ = customer_features(
             self.plan, events, customers, population, any_moment=as_of != as_of.normalize()
         )
@@ -124,12 +123,14 @@ class LiveFeatures:
         return features
 
 
-def events_since_signup(events: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+def events_since_signup(
+    events: pd.DataFrame, customers: Mapping[str, np.ndarray] | pd.DataFrame
+) -> pd.DataFrame:
     """Drop events before the customer's signup day, as `load_events` does for the training table."""
     if events.empty:
         return events
     positions = pd.Index(customers[ID_COLUMN]).get_indexer(events[ID_COLUMN])
-    signup_day = customers[SIGNUP].to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    signup_day = np.asarray(customers[SIGNUP], dtype="datetime64[ns]").astype("datetime64[D]")
     signup = np.append(signup_day, np.datetime64("NaT"))[positions]  # -1 (no record): NaT
     early = ~np.isnat(signup) & (events["timestamp"].to_numpy() < signup)
     return events[~early] if early.any() else events
