@@ -173,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from churnguard.predict import score_file
+    from churnguard.score_file import score_file
 
     summary = score_file(args.model, Path(args.input), Path(args.output), args.chunk_rows, args.explain)
     print(summary.format())

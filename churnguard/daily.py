@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 
 from churnguard import features
 from churnguard.history import LoggedHistory
+from churnguard.inputs import CheckedFrame
 from churnguard.live import LiveFeatures
-from churnguard.predict import CheckedFrame, Predictor
+from churnguard.predict import Predictor
 from churnguard.prediction_log import PredictionLog
 from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN
 from churnguard.store.events import EventStore

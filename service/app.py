@@ -37,8 +37,9 @@ from starlette.responses import Response
 
 from churnguard.artifact import ContractError, ModelArtifact
 from churnguard.history import LoggedHistory
+from churnguard.inputs import MAX_REPORTED_ERRORS, FieldError, InputError, InputRules
 from churnguard.live import UnknownCustomers, as_of_moment
-from churnguard.predict import MAX_REPORTED_ERRORS, FieldError, InputError, InputRules, ScoredBatch
+from churnguard.predict import ScoredBatch
 from churnguard.prediction_log import COMPRESSED_KINDS, Exchange, PredictionLog, pack_payload
 from churnguard.scoring import load_scoring_config
 from churnguard.store.events import STORE_ERRORS, EventStore

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from churnguard.config import StrictModel, load_named
-from churnguard.predict import DEFAULT_RANGE_TOLERANCE
+from churnguard.inputs import DEFAULT_RANGE_TOLERANCE
 
 MODEL_URI_ENV = "CHURNGUARD_MODEL_URI"
 # Set by `churnguard serve` after it resolved and checked the model, so workers do not race to download.

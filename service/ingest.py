@@ -21,7 +21,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from churnguard.predict import MAX_REPORTED_ERRORS, InputError
+from churnguard.inputs import MAX_REPORTED_ERRORS, InputError
 from churnguard.store.events import STORE_ERRORS, EventStore
 from churnguard.store.intake import check_customers, check_events
 from service.payloads import CSV_TYPES, JSON_TYPE, PARQUET_TYPES, Rejected, json_response

@@ -2,7 +2,7 @@
 
 Everything here is generated from the served model's feature schema. Parsing only checks the
 envelope and JSON types (fast, with msgspec); what a value may be is decided by
-`churnguard.predict.InputRules`, so a batch is checked the same way as a file scored offline.
+`churnguard.inputs.InputRules`, so a batch is checked the same way as a file scored offline.
 """
 
 from __future__ import annotations
@@ -19,18 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import Response
 
 from churnguard.explain import REASON_KEYS
+from churnguard.inputs import MAX_ID_LENGTH, MAX_REPORTED_ERRORS, FieldError, InputRules
 from churnguard.live import as_of_moment
-from churnguard.predict import (
-    MAX_ID_LENGTH,
-    MAX_REPORTED_ERRORS,
-    FieldError,
-    InputRules,
-    ScoredBatch,
-    arrow_to_frame,
-    csv_options,
-)
+from churnguard.predict import ScoredBatch
 from churnguard.rules import LANGUAGES, Language
 from churnguard.schema import ID_COLUMN, SIGNAL_GROUPS, FeatureSpec
+from churnguard.score_file import arrow_to_frame, csv_options
 from churnguard.worklist import WorklistRequest
 
 PARQUET_TYPES = {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}

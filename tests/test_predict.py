@@ -11,7 +11,8 @@ from catboost import Pool
 from model_fixtures import telco_artifact_dir, telco_rows, telco_table
 
 from churnguard.explain import MISSING_CATEGORY, LeafShapTables, describe
-from churnguard.predict import InputError, Predictor
+from churnguard.inputs import InputError
+from churnguard.predict import Predictor
 from churnguard.schema import FeatureSpec
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from model_fixtures import telco_artifact_dir, telco_rows
 
-from churnguard.predict import Predictor, score_file
+from churnguard.predict import Predictor
+from churnguard.score_file import score_file
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from churnguard.predict import MAX_ID_LENGTH, FieldError, InputError
+from churnguard.inputs import MAX_ID_LENGTH, FieldError, InputError
 from churnguard.schema import ID_COLUMN
 
 EVENT_ID = "event_id"
