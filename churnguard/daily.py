@@ -139,7 +139,9 @@ def daily_pass(
             bar.update(len(chunk))
 
     snapshot = out_dir / model_name / f"{day}.parquet"
-    table = pq.read_table(sorted(parts_dir.glob("part-*.parquet"))) if chunks else None
+    parts = [pq.read_table(path) for path in sorted(parts_dir.glob("part-*.parquet"))]
+    # A column with no value in one chunk (no flags, no escalation) is typed null there: promote it.
+    table = pa.concat_tables(parts, promote_options="permissive") if parts else None
     if table is not None:
         temporary = snapshot.with_suffix(".tmp")
         pq.write_table(table, temporary)

@@ -114,3 +114,18 @@ def test_concurrent_writers_store_each_event_once(store_url: str) -> None:
         assert store.count_events() == 10 * 200 + 2 * 10 * 50
     finally:
         store.close()
+
+
+def test_a_range_of_customers_reads_back_as_their_histories(store: EventStore) -> None:
+    """The daily pass's read (Arrow, categoricals) gives what the per-customer read gives."""
+    rows = [
+        (f"e{n}", f"C{n % 5}", f"2025-03-{1 + n % 27:02d}T10:00:00Z", ("login", "order")[n % 2], n or None)
+        for n in range(60)
+    ]
+    store.add_events(check_events(events(*rows)))
+    in_range = store.events_in_range("C1", "C3", pd.Timestamp("2025-03-20").value)
+    by_customer = store.events_of(["C1", "C2", "C3"], before_ns=pd.Timestamp("2025-03-20").value)
+    assert isinstance(in_range["customer_id"].dtype, pd.CategoricalDtype)
+    pd.testing.assert_frame_equal(
+        in_range.astype({"customer_id": object, "type": object}), by_customer, check_dtype=True
+    )

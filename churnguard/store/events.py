@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from churnguard.schema import ID_COLUMN
 from churnguard.settings import state_dir
@@ -199,13 +200,14 @@ class EventStore:
         return _events_frame(rows)
 
     def events_in_range(self, first_id: str, last_id: str, before_ns: int) -> pd.DataFrame:
-        """Events of the customers whose ids sort between `first_id` and `last_id` (inclusive)."""
+        """Events of the customers whose ids sort between `first_id` and `last_id` (inclusive): the
+        daily pass's chunk, millions of rows at a time. Customer ids and types come as categoricals."""
         mark = self._mark
         sql = (
             f"SELECT customer_id, ts, type, value FROM events WHERE customer_id >= {mark} "
             f"AND customer_id <= {mark} AND ts < {mark} ORDER BY customer_id, ts, seq"
         )
-        return _events_frame(self._query(sql, [first_id, last_id, before_ns]))
+        return _arrow_events(self._arrow_query(sql, [first_id, last_id, before_ns]))
 
     def customers(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """customer_id, signup_date, churn_date (datetime64[ns], NaT unknown) and every other attribute.
@@ -269,6 +271,19 @@ class EventStore:
     def _query(self, sql: str, params: Sequence[object]) -> list[tuple]:  # pragma: no cover
         raise NotImplementedError
 
+    def _arrow_query(self, sql: str, params: Sequence[object]) -> pa.Table:
+        """A large result as Arrow; by default from the row query (engines override it)."""
+        rows = self._query(sql, params)
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(4)]
+        return pa.table(
+            {
+                ID_COLUMN: pa.array(columns[0], pa.string()),
+                "ts": pa.array(columns[1], pa.int64()),
+                "type": pa.array(columns[2], pa.string()),
+                "value": pa.array(columns[3], pa.float64()),
+            }
+        )
+
 
 def _events_frame(rows: list[tuple]) -> pd.DataFrame:
     if not rows:
@@ -286,9 +301,22 @@ def _events_frame(rows: list[tuple]) -> pd.DataFrame:
             ID_COLUMN: np.array(customer_ids, dtype=object),
             "timestamp": np.array(ts, dtype=np.int64).view("datetime64[ns]"),
             "type": np.array(types, dtype=object),
-            "value": np.array([np.nan if v is None else v for v in values], dtype=np.float64),
+            "value": np.array(values, dtype=np.float64),  # None (SQL NULL) becomes NaN
         }
     )
+
+
+def _arrow_events(table: pa.Table) -> pd.DataFrame:
+    """Events as `load_events` gives them, from an Arrow table: customer and type dictionary-encoded
+    (one string per distinct value, not per event), times as datetime64[ns]."""
+    import pyarrow.compute as pc
+
+    for name in (ID_COLUMN, "type"):
+        position = table.column_names.index(name)
+        table = table.set_column(position, name, pc.dictionary_encode(table.column(name)))
+    frame = table.to_pandas()
+    frame["timestamp"] = frame.pop("ts").to_numpy(dtype=np.int64).view("datetime64[ns]")
+    return frame[[ID_COLUMN, "timestamp", "type", "value"]]
 
 
 def _has_signup(attributes: str | dict) -> bool:
@@ -391,11 +419,27 @@ class SqliteEventStore(EventStore):
     def _query(self, sql: str, params: Sequence[object]) -> list[tuple]:
         return self._connection().execute(sql, list(params)).fetchall()
 
+    def _arrow_query(self, sql: str, params: Sequence[object]) -> pa.Table:
+        # ADBC's SQLite driver hands rows over as Arrow columns from C: 2.75 s for 3.7 M events, where
+        # building Python tuples and then arrays from them took 7 s.
+        import adbc_driver_sqlite.dbapi
+
+        connection = getattr(self._local, "arrow", None)
+        if connection is None:
+            connection = adbc_driver_sqlite.dbapi.connect(str(self.path))
+            self._local.arrow = connection
+        with connection.cursor() as cursor:
+            cursor.execute(sql, tuple(params))
+            table = cursor.fetch_arrow_table()
+        connection.rollback()  # end the read transaction: a long-lived one would pin the WAL
+        return table
+
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        for name in ("connection", "arrow"):
+            connection = getattr(self._local, name, None)
+            if connection is not None:
+                connection.close()
+                setattr(self._local, name, None)
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
