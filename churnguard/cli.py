@@ -8,8 +8,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: each command imports what it uses, so `--help` stays fast
+    import pandas as pd
+
+    from alerts.routing import AlertsConfig
+    from churnguard.daily import DailySummary
+    from churnguard.predict import Predictor
+    from churnguard.prediction_log import PredictionLog
+    from churnguard.store.events import EventStore
 
 log = logging.getLogger("churnguard")
 
@@ -100,6 +110,11 @@ def cmd_daily(args: argparse.Namespace) -> int:
         raise UsageError(f"--as-of {args.as_of!r}: expected a date such as 2025-09-28") from None
     if as_of != as_of.normalize():
         raise UsageError(f"--as-of {args.as_of!r}: the daily pass scores as of a day, give a date")
+    alerts_config = None
+    if not args.no_alerts:
+        from alerts.routing import load_alerts_config
+
+        alerts_config = load_alerts_config()  # a bad alerts.yaml stops the pass before it starts
     resolved = resolve_model(model_uri)
     predictor = Predictor.load(resolved.local_dir, resolved.version)
     store = EventStore.open(args.store)
@@ -116,14 +131,61 @@ def cmd_daily(args: argparse.Namespace) -> int:
             explain=not args.no_explain,
             chunk_customers=args.chunk_customers,
         )
+        print(summary.format())
+        if alerts_config is not None and alerts_config.enabled and summary.scored:
+            _raise_alerts(alerts_config, predictor, store, prediction_log, summary, as_of)
     except ValueError as exc:  # a model without event features
         raise UsageError(f"{model_uri}: {exc}") from None
     finally:
         store.close()
         if prediction_log is not None:
             prediction_log.close()
-    print(summary.format())
     return 0
+
+
+def _raise_alerts(
+    config: AlertsConfig,
+    predictor: Predictor,
+    store: EventStore,
+    prediction_log: PredictionLog | None,
+    summary: DailySummary,
+    as_of: pd.Timestamp,
+) -> None:
+    """The snapshot is the handoff: alerts are raised from it (churnguard/ does not import alerts/)."""
+    from alerts.escalation import escalate_overdue
+    from alerts.reasons import localized_reasons
+    from alerts.store import AlertStore
+    from alerts.triggers import raise_alerts
+    from churnguard.history import LoggedHistory
+    from churnguard.schema import ID_COLUMN
+    from churnguard.scoring import load_scoring_config
+
+    owner_column = load_scoring_config().worklist.owner_feature
+    customers = store.customers()
+    owners = (
+        dict(zip(customers[ID_COLUMN].astype(str), customers[owner_column].fillna(""), strict=True))
+        if owner_column in customers.columns
+        else {}
+    )
+    routes = [*config.owners.values(), *config.teams.values()]
+    others = sorted({config.language, *(route.language for route in routes if route.language)})
+    languages = [language for language in others if language and language != "en"]
+    history = LoggedHistory(prediction_log) if prediction_log is not None else None
+
+    def localize(customer_ids: Sequence[str]) -> dict[str, dict[str, list[dict]]]:
+        # Scored again only when some owner reads another language.
+        if not languages or not customer_ids:
+            return {}
+        return localized_reasons(predictor, store, as_of, customer_ids, languages, history)
+
+    alert_store = AlertStore.open(store.url)
+    try:
+        model = Path(summary.snapshot).parent.name
+        raised = raise_alerts(alert_store, config, Path(summary.snapshot), owners, model, localize=localize)
+        print(raised.format())
+        print(escalate_overdue(alert_store, config).format())
+    finally:
+        alert_store.close()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -268,6 +330,77 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from alerts.lifecycle import UnknownAlert, check_resolution, transition
+    from alerts.routing import load_alerts_config
+    from alerts.store import AlertStore
+    from churnguard.config import UsageError
+    from churnguard.settings import state_dir
+
+    store = AlertStore.open(args.store)
+    try:
+        if args.action == "list":
+            rows = store.alerts(
+                owner=args.owner,
+                state=args.state,
+                tier=args.tier,
+                customer_id=args.customer,
+                limit=args.limit,
+            )
+            for alert in rows:
+                overdue = " OVERDUE" if alert["state"] == "open" and alert["due_at"] < time.time() else ""
+                print(
+                    f"#{alert['alert_id']:<6} {alert['state']:<12} {alert['customer_id']:<10} "
+                    f"{alert['tier']:<6} health {alert['health_score']:>3}  priority {alert['priority']}  "
+                    f"{alert['owner'] or '(no owner)'}  {', '.join(alert['triggers'])}{overdue}"
+                )
+            print(f"{len(rows)} alert(s)")
+            return 0
+        if args.action in {"ack", "start", "resolve"}:
+            if args.alert_id is None:
+                raise UsageError(f"alerts {args.action} needs the alert id")
+            resolution = (
+                check_resolution(args.outcome, args.churn_reason, args.note)
+                if args.action == "resolve"
+                else None
+            )
+            action = {"ack": "acknowledge", "start": "start", "resolve": "resolve"}[args.action]
+            try:
+                alert = transition(
+                    store,
+                    args.alert_id,
+                    action,
+                    actor=args.actor,
+                    resolution=resolution,
+                    state_dir=state_dir(),
+                )
+            except UnknownAlert as exc:
+                raise UsageError(str(exc)) from None
+            print(f"alert #{alert['alert_id']} ({alert['customer_id']}) is now {alert['state']}")
+            return 0
+        config = load_alerts_config()
+        if args.action == "deliver":
+            from alerts.outbox import deliver
+
+            print(deliver(store, config, max_seconds=args.max_seconds).format())
+        elif args.action == "retry-dead":
+            from alerts.outbox import retry_dead
+
+            print(f"{retry_dead(store, args.delivery_ids or None)} dead letter(s) queued again")
+        elif args.action == "escalate":
+            from alerts.escalation import escalate_overdue
+
+            print(escalate_overdue(store, config).format())
+        elif args.action == "outbox":
+            print(json.dumps(store.outbox_counts()))
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from churnguard.demo import run_demo
 
@@ -321,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     daily.add_argument("--out", help="snapshot folder (default: <state>/daily)")
     daily.add_argument(
         "--chunk-customers", type=int, default=5_000, help="customers per chunk, logged and written together"
+    )
+    daily.add_argument(
+        "--no-alerts", action="store_true", help="do not raise alerts from the snapshot (configs/alerts.yaml)"
     )
 
     val = command("validate", cmd_validate, "check a dataset's files and report every problem")
@@ -407,6 +543,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV or Parquet: customer_id, outcome (saved|churned|false_alarm), outcome_date, churn_reason",
     )
     outcomes.add_argument("--out", help="JSON report file (default: <state>/outcomes/report.json)")
+
+    alerts = command(
+        "alerts", cmd_alerts, "alerts to account owners: list, acknowledge, start, resolve, deliver, escalate"
+    )
+    alerts.add_argument(
+        "action",
+        choices=["list", "ack", "start", "resolve", "deliver", "retry-dead", "escalate", "outbox"],
+        help="list alerts; ack/start/resolve ID; deliver the outbox; retry-dead [DELIVERY_ID...]; "
+        "escalate overdue alerts to managers; outbox counts",
+    )
+    alerts.add_argument("alert_id", nargs="?", type=int, help="the alert (ack, start, resolve)")
+    alerts.add_argument("delivery_ids", nargs="*", type=int, help="retry-dead: only these deliveries")
+    alerts.add_argument(
+        "--store", help="event store URL, which holds the alerts (default: <state>/events.db)"
+    )
+    alerts.add_argument("--owner", help="list: one account owner's alerts")
+    alerts.add_argument("--state", choices=["open", "acknowledged", "in_progress", "resolved"], help="list")
+    alerts.add_argument("--tier", choices=["high", "medium", "low"], help="list: one tier")
+    alerts.add_argument("--customer", help="list: one customer's alerts")
+    alerts.add_argument("--limit", type=int, default=100, help="list: at most this many (default 100)")
+    alerts.add_argument("--actor", help="who acts (recorded with the alert)")
+    alerts.add_argument("--outcome", help="resolve: saved, churned or false_alarm")
+    alerts.add_argument("--churn-reason", help="resolve: for churned, one of the outcomes vocabulary")
+    alerts.add_argument("--note", help="resolve: what was done")
+    alerts.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="deliver: keep delivering (waiting out backoffs) for up to this long until the outbox is empty",
+    )
 
     demo = command("demo", cmd_demo, "run the main job end to end on embedded defaults")
     demo.add_argument("--customers", type=int, default=20_000, help="simulated customers (default 20000)")
