@@ -57,7 +57,8 @@ def backoff(config: AlertsConfig, attempts: int) -> float:
 
 def claim(store: AlertStore, config: AlertsConfig, now: float, limit: int) -> list[dict[str, Any]]:
     """Due messages, claimed under a lease (committed before anything is sent)."""
-    lease = now + config.delivery.lease_seconds
+    # The lease covers sending the whole claim, so a live sender's messages are not taken from it.
+    lease = now + config.delivery.lease_seconds + limit * config.delivery.timeout_seconds
     claimed = []
     with store.transaction() as cursor:
         due = cursor.execute(
@@ -87,7 +88,7 @@ def deliver_due(
     config: AlertsConfig,
     *,
     now: float | None = None,
-    limit: int = 100,
+    limit: int = 10,
     sender: Sender = send,
 ) -> DeliverySummary:
     """One round: claim what is due and send it. Returns what happened."""
@@ -146,7 +147,7 @@ def deliver(
     config: AlertsConfig,
     *,
     max_seconds: float = 0.0,
-    limit: int = 100,
+    limit: int = 10,
     sender: Sender = send,
     poll_seconds: float = 0.2,
 ) -> DeliverySummary:

@@ -45,6 +45,7 @@ from churnguard.scoring import load_scoring_config
 from churnguard.store.events import STORE_ERRORS, EventStore
 from churnguard.tracking import RegistryUnavailable, ResolvedModel, resolve_model_for_serving
 from churnguard.value import WorklistConfig
+from service.alert_routes import router as alert_router
 from service.config import (
     MODEL_DIR_ENV,
     MODEL_VERSION_ENV,
@@ -543,6 +544,7 @@ def reload_model() -> Response:
 
 
 extras.include_router(ingest_router)
+extras.include_router(alert_router)
 ChurnService.mount_asgi_app(extras, path="/")
 ChurnService.add_asgi_middleware(
     SecurityMiddleware,

@@ -1,0 +1,402 @@
+"""Alerts to owners on real parts: SQLite stores, a loopback webhook receiver that fails, hangs and
+recovers, a real SMTP server (aiosmtpd), and a delivering process killed mid-send."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from alerts.escalation import escalate_overdue
+from alerts.lifecycle import BadResolution, TransitionNotAllowed, UnknownAlert, check_resolution, transition
+from alerts.outbox import deliver, retry_dead
+from alerts.receiver import WebhookReceiver
+from alerts.routing import AlertsConfig, load_alerts_config
+from alerts.store import AlertStore
+from alerts.triggers import raise_alerts
+from churnguard.feedback import load_outcomes
+from churnguard.settings import PROJECT_ROOT
+
+SECRET_ENV = "CHURNGUARD_TEST_WEBHOOK_SECRET"
+SECRET = "s3cret-for-loopback-only"
+DAY = pd.Timestamp("2025-09-01")
+
+
+def snapshot_row(customer: str, tier: str, priority: int = 5, critical: str | None = None) -> dict[str, Any]:
+    reasons = [{"code": "raises_risk:login__count_30d", "feature": "login__count_30d", "group": "activity",
+                "value": 0, "impact": 0.4, "message": "no logins in the last 30 days"}]  # fmt: skip
+    if critical:
+        reasons.insert(0, {"code": f"rule:{critical}", "feature": "x", "group": "payments", "value": 90,
+                           "impact": None, "message": f"{critical} fired",
+                           "severity": "critical"})  # fmt: skip
+    health = {"high": 20, "medium": 45, "low": 80}[tier]
+    return {
+        "customer_id": customer, "alert_tier": tier, "model_tier": tier, "health_score": health,
+        "churn_probability": 1 - health / 100, "value_tier": "high", "priority": priority,
+        "model_version": "1", "reasons": json.dumps(reasons),
+    }  # fmt: skip
+
+
+def write_snapshot(folder: Path, day: pd.Timestamp, rows: list[dict[str, Any]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{day:%Y-%m-%d}.parquet"
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    return path
+
+
+def make_config(tmp: Path, **overrides: Any) -> tuple[AlertsConfig, Path]:
+    data: dict[str, Any] = {
+        "channels": {"hub": {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret_env": SECRET_ENV}},
+        "default_channels": ["hub"],
+        "owners": {"Bo Chen": {"language": "zh", "manager": "Dana Wu"}, "Ana Lima": {"manager": "Dana Wu"}},
+        "delivery": {"timeout_seconds": 0.5, "backoff_seconds": 0.05, "backoff_max_seconds": 0.4,
+                     "max_attempts": 1000, "lease_seconds": 1.0},
+    }  # fmt: skip
+    for key, value in overrides.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and key in data else value
+    path = tmp / "alerts.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return load_alerts_config(path), path
+
+
+@pytest.fixture(autouse=True)
+def _environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    monkeypatch.setenv("CHURNGUARD_STATE_DIR", str(tmp_path / "state"))
+
+
+def open_store(tmp: Path) -> AlertStore:
+    return AlertStore.open(f"sqlite:///{tmp / 'events.db'}")
+
+
+def with_url(config: AlertsConfig, url: str) -> AlertsConfig:
+    channels = {name: channel.model_copy(update={"url": url}) for name, channel in config.channels.items()}
+    return config.model_copy(update={"channels": channels})
+
+
+# -------------------------------------------------------------------------------------------- triggers
+
+
+def test_triggers_raise_once_per_customer_and_later_passes_update(tmp_path: Path) -> None:
+    config, _ = make_config(tmp_path)
+    store = open_store(tmp_path)
+    folder = tmp_path / "daily" / "churn-crm"
+    owners = {c: "Ana Lima" for c in "ABCDE"}
+    first = write_snapshot(folder, DAY, [
+        snapshot_row("A", "high"), snapshot_row("B", "medium"),
+        snapshot_row("C", "low", critical="payment_overdue"),
+        snapshot_row("D", "low"), snapshot_row("E", "low"),
+    ])  # fmt: skip
+    summary = raise_alerts(store, config, first, owners, "churn-crm")
+    alerts = {a["customer_id"]: a for a in store.alerts()}
+    # No earlier snapshot: a high customer enters the high tier; medium is not a rise from nothing.
+    assert set(alerts) == {"A", "C"} and summary.raised == 2
+    assert alerts["A"]["triggers"] == ["enter_high"]
+    assert alerts["C"]["triggers"] == ["critical_rule:payment_overdue"] and alerts["C"]["rules"] == [
+        "payment_overdue"
+    ]
+
+    second = write_snapshot(folder, DAY + pd.Timedelta(days=1), [
+        snapshot_row("A", "high"), snapshot_row("B", "high"), snapshot_row("C", "low"),
+        snapshot_row("D", "medium"), snapshot_row("E", "low"),
+    ])  # fmt: skip
+    summary = raise_alerts(store, config, second, owners, "churn-crm")
+    alerts = {a["customer_id"]: a for a in store.alerts()}
+    assert set(alerts) == {"A", "B", "C", "D"} and summary.raised == 2 and summary.updated == 2
+    assert (
+        alerts["B"]["triggers"] == ["enter_high", "rise_by_tier"] and alerts["B"]["previous_tier"] == "medium"
+    )
+    assert alerts["D"]["triggers"] == ["rise_by_tier"]
+    # Still high: the open alert follows the customer, no second alert, no new trigger counted.
+    assert alerts["A"]["observation_date"] == "2025-09-02" and alerts["A"]["updates"] == 0
+    queued = store.outbox_counts()
+    again = raise_alerts(store, config, second, owners, "churn-crm")  # the same day once more
+    assert (again.raised, again.updated, again.queued) == (0, 0, 0)
+    assert len(store.alerts()) == 4 and store.outbox_counts() == queued
+
+    # A customer with an open alert who triggers again: the alert is updated, and a higher tier is told.
+    third = write_snapshot(folder, DAY + pd.Timedelta(days=2), [
+        snapshot_row("A", "high", critical="payment_overdue"), snapshot_row("B", "high"),
+        snapshot_row("C", "high"), snapshot_row("D", "medium"), snapshot_row("E", "low"),
+    ])  # fmt: skip
+    summary = raise_alerts(store, config, third, owners, "churn-crm")
+    alerts = {a["customer_id"]: a for a in store.alerts()}
+    assert summary.raised == 0 and len(alerts) == 4
+    assert (
+        alerts["A"]["triggers"] == ["enter_high", "critical_rule:payment_overdue"]
+        and alerts["A"]["updates"] == 1
+    )
+    assert alerts["C"]["tier"] == "high"
+    kinds = [d["kind"] for d in store.deliveries() if d["alert_id"] == alerts["C"]["alert_id"]]
+    assert kinds == ["alert", "update"]
+
+
+def test_cool_down_after_resolution_and_the_outcome_is_stored(tmp_path: Path) -> None:
+    config, _ = make_config(tmp_path, cooldown_days=7)
+    store = open_store(tmp_path)
+    folder = tmp_path / "daily" / "m"
+    raise_alerts(
+        store, config, write_snapshot(folder, DAY, [snapshot_row("A", "high")]), {"A": "Ana Lima"}, "m"
+    )
+    alert = store.alerts()[0]
+    transition(store, alert["alert_id"], "acknowledge", actor="Ana Lima")
+    resolved_at = time.time()
+    transition(
+        store, alert["alert_id"], "resolve",
+        resolution=check_resolution("churned", "price", "went to a rival"),
+        state_dir=tmp_path / "state", now=resolved_at,
+    )  # fmt: skip
+    outcomes = load_outcomes(tmp_path / "state")
+    assert outcomes[["customer_id", "outcome", "churn_reason"]].values.tolist() == [["A", "churned", "price"]]
+
+    # Low for a day, then high again: entering high, but within the cool-down nothing is raised.
+    write_snapshot(folder, DAY + pd.Timedelta(days=1), [snapshot_row("A", "low")])
+    back = write_snapshot(folder, DAY + pd.Timedelta(days=2), [snapshot_row("A", "high")])
+    cooling = raise_alerts(store, config, back, {"A": "Ana Lima"}, "m", now=resolved_at + 3 * 86400)
+    assert (cooling.cooling_down, cooling.raised) == (1, 0) and len(store.alerts()) == 1
+    later = raise_alerts(store, config, back, {"A": "Ana Lima"}, "m", now=resolved_at + 8 * 86400)
+    assert later.raised == 1 and len(store.alerts(state="open")) == 1
+
+
+def test_daily_cap_sends_the_most_urgent_and_puts_the_rest_in_one_digest(tmp_path: Path) -> None:
+    config, _ = make_config(tmp_path, daily_cap=2)
+    store = open_store(tmp_path)
+    rows = [snapshot_row(f"C{i}", "high", priority=p) for i, p in enumerate([4, 1, 2, 2, 1])]
+    owners = {row["customer_id"]: "Bo Chen" for row in rows} | {"C9": "Ana Lima"}
+    rows.append(snapshot_row("C9", "high", priority=9))
+    raise_alerts(store, config, write_snapshot(tmp_path / "d" / "m", DAY, rows), owners, "m")
+    bo = store.alerts(owner="Bo Chen")
+    singles = {a["customer_id"] for a in bo if a["delivery"] == "single"}
+    assert singles == {"C1", "C4"}  # priority 1 first
+    messages = store.deliveries()
+    digests = [m for m in messages if m["kind"] == "digest"]
+    assert len(digests) == 1 and digests[0]["recipient"] == "Bo Chen"
+    by_id = {a["alert_id"]: a for a in bo}
+    assert [by_id[i]["priority"] for i in digests[0]["alert_ids"]] == [2, 2, 4]  # by priority
+    assert digests[0]["payload"]["language"] == "zh" and "按优先级" in digests[0]["payload"]["text"]
+    assert sum(m["kind"] == "alert" for m in messages) == 3  # Bo's two and Ana's one
+
+
+# ------------------------------------------------------------------------------------------- lifecycle
+
+
+def test_lifecycle_moves_and_refusals(tmp_path: Path) -> None:
+    config, _ = make_config(tmp_path)
+    store = open_store(tmp_path)
+    raise_alerts(
+        store, config, write_snapshot(tmp_path / "d" / "m", DAY, [snapshot_row("A", "high")]), {}, "m"
+    )
+    alert_id = store.alerts()[0]["alert_id"]
+    state = tmp_path / "state"
+    with pytest.raises(TransitionNotAllowed, match="resolve is allowed only from acknowledged"):
+        transition(store, alert_id, "resolve", resolution=check_resolution("saved"), state_dir=state)
+    assert transition(store, alert_id, "acknowledge")["state"] == "acknowledged"
+    with pytest.raises(TransitionNotAllowed):
+        transition(store, alert_id, "acknowledge")
+    assert transition(store, alert_id, "start")["state"] == "in_progress"
+    done = transition(store, alert_id, "resolve", resolution=check_resolution("False alarm"), state_dir=state)
+    assert (done["state"], done["outcome"], done["churn_reason"]) == ("resolved", "false_alarm", None)
+    with pytest.raises(TransitionNotAllowed):
+        transition(store, alert_id, "start")
+    with pytest.raises(UnknownAlert):
+        transition(store, 999, "acknowledge")
+    for args, field in [(("maybe",), "outcome"), (("churned",), "churn_reason"),
+                        (("churned", "weather"), "churn_reason"),
+                        (("saved", "price"), "churn_reason"), (("saved", None, 5), "note")]:  # fmt: skip
+        with pytest.raises(BadResolution) as caught:
+            check_resolution(*args)
+        assert caught.value.field == field
+
+
+def test_unacknowledged_alerts_escalate_to_the_manager_once(tmp_path: Path) -> None:
+    config, _ = make_config(tmp_path, owners={"Dana Wu": {"language": "zh"}})
+    store = open_store(tmp_path)
+    snapshot = write_snapshot(
+        tmp_path / "d" / "m", DAY, [snapshot_row("A", "high"), snapshot_row("B", "high")]
+    )
+    raised_at = time.time()
+    raise_alerts(store, config, snapshot, {"A": "Ana Lima", "B": "Nobody"}, "m", now=raised_at)
+    assert escalate_overdue(store, config, now=raised_at + 3600).overdue == 0  # within 24 h
+    summary = escalate_overdue(store, config, now=raised_at + 25 * 3600)
+    assert (summary.overdue, summary.escalated, summary.without_manager) == (2, 1, 1)
+    escalations = [d for d in store.deliveries() if d["kind"] == "escalation"]
+    assert len(escalations) == 1 and escalations[0]["recipient"] == "Dana Wu"
+    assert escalations[0]["payload"]["language"] == "zh" and "未确认" in escalations[0]["payload"]["subject"]
+    assert escalate_overdue(store, config, now=raised_at + 26 * 3600).escalated == 0  # only once
+
+
+# -------------------------------------------------------------------------------------------- delivery
+
+
+def delivery_trial(tmp: Path, alerts: int, outage_seconds: float, hangs: int = 3) -> dict[str, int]:
+    """Raise `alerts` alerts and deliver them to a receiver that answers 500 for `outage_seconds`,
+    then hangs past the sender's timeout `hangs` times, then recovers. Returns the counts."""
+    config, _ = make_config(tmp, daily_cap=alerts)
+    store = open_store(tmp)
+    rows = [snapshot_row(f"C{i:06d}", "high") for i in range(alerts)]
+    raise_alerts(store, config, write_snapshot(tmp / "d" / "m", DAY, rows), {}, "m")
+    started = time.monotonic()
+    hung = {"n": 0}
+
+    def fault() -> str:
+        if time.monotonic() - started < outage_seconds:
+            return "fail"
+        if hung["n"] < hangs:
+            hung["n"] += 1
+            return "hang"
+        return "ok"
+
+    with WebhookReceiver(SECRET, fault, hang_seconds=config.delivery.timeout_seconds * 3) as receiver:
+        summary = deliver(store, with_url(config, receiver.url), max_seconds=outage_seconds + 120)
+        time.sleep(config.delivery.timeout_seconds * 3)  # let hung requests finish on the receiver
+    counts = store.outbox_counts()
+    return {
+        "alerts": alerts,
+        "outage_seconds": int(outage_seconds),
+        "requests": receiver.requests,
+        "failed_answers": receiver.failed,
+        "hung": receiver.hung,
+        "received_once": sum(1 for n in receiver.alerts.values() if n == 1),
+        "lost": alerts - len(receiver.alerts),
+        "doubled": sum(1 for n in receiver.alerts.values() if n > 1),
+        "duplicates_dropped": receiver.duplicates,
+        "bad_signatures": receiver.bad_signatures,
+        "sent": counts.get("sent", 0),
+        "dead": counts.get("dead", 0),
+        "delivered": summary.sent,
+    }
+
+
+def test_delivery_through_an_outage_and_hangs_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
+    counts = delivery_trial(tmp_path, alerts=150, outage_seconds=1.5)
+    assert counts["failed_answers"] > 0 and counts["hung"] == 3  # the faults happened
+    assert counts["lost"] == 0 and counts["doubled"] == 0 and counts["received_once"] == 150
+    assert counts["bad_signatures"] == 0 and counts["sent"] == 150 and counts["dead"] == 0
+    # A hung request reached the receiver after the sender gave up: sent again, dropped by its key.
+    assert counts["duplicates_dropped"] >= 1
+
+
+def test_dead_letters_and_retrying_them(tmp_path: Path) -> None:
+    config, _ = make_config(tmp_path, delivery={"max_attempts": 2})
+    store = open_store(tmp_path)
+    raise_alerts(
+        store, config, write_snapshot(tmp_path / "d" / "m", DAY, [snapshot_row("A", "high")]), {}, "m"
+    )
+    down = {"on": True}
+    with WebhookReceiver(SECRET, lambda: "fail" if down["on"] else "ok") as receiver:
+        configured = with_url(config, receiver.url)
+        summary = deliver(store, configured, max_seconds=5)
+        assert summary.dead == 1 and store.outbox_counts() == {"dead": 1}
+        dead = store.deliveries("dead")[0]
+        assert dead["attempts"] == 2 and dead["last_error"] == "HTTP 500"
+        down["on"] = False
+        assert retry_dead(store) == 1
+        assert deliver(store, configured, max_seconds=5).sent == 1
+    assert store.outbox_counts() == {"sent": 1} and len(receiver.alerts) == 1
+
+
+def test_robot_formats_and_signatures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURNGUARD_TEST_ROBOT_SECRET", "robot-secret")
+    with WebhookReceiver() as receiver:
+        channels = {
+            "slack": {"kind": "slack", "url": receiver.url},
+            "feishu": {"kind": "feishu", "url": receiver.url, "secret_env": "CHURNGUARD_TEST_ROBOT_SECRET"},
+            "dingtalk": {
+                "kind": "dingtalk",
+                "url": receiver.url,
+                "secret_env": "CHURNGUARD_TEST_ROBOT_SECRET",
+            },
+            "wecom": {"kind": "wecom", "url": receiver.url},
+        }
+        config, _ = make_config(tmp_path, channels=channels, default_channels=list(channels))
+        store = open_store(tmp_path)
+        raise_alerts(
+            store, config, write_snapshot(tmp_path / "d" / "m", DAY, [snapshot_row("A", "high")]), {}, "m"
+        )
+        assert deliver(store, config, max_seconds=5).sent == 4
+    bodies = {key.rsplit(":", 1)[1]: body for key, body in receiver.messages.items()}
+    assert "Churn risk" in bodies["slack"]["text"] and "health 20/100" in bodies["slack"]["text"]
+    assert (
+        bodies["feishu"]["msg_type"] == "text" and bodies["feishu"]["sign"] and bodies["feishu"]["timestamp"]
+    )
+    assert bodies["dingtalk"]["msgtype"] == "markdown" and "#1" in bodies["dingtalk"]["markdown"]["text"]
+    assert bodies["wecom"]["msgtype"] == "markdown"
+
+
+def test_email_over_a_real_smtp_server(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message as MessageHandler
+    from model_fixtures import free_port
+
+    received: list[Any] = []
+
+    class Collect(MessageHandler):
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
+
+    port = free_port()
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        channels = {"mail": {"kind": "email", "smtp_host": "127.0.0.1", "smtp_port": port,
+                             "sender": "churnguard@example.com"}}  # fmt: skip
+        owners = {"Bo Chen": {"language": "zh", "email": "bo.chen@example.com", "channels": ["mail"]}}
+        config, _ = make_config(tmp_path, channels=channels, default_channels=[], owners=owners)
+        store = open_store(tmp_path)
+        snapshot = write_snapshot(
+            tmp_path / "d" / "m", DAY, [snapshot_row("A", "high"), snapshot_row("B", "high")]
+        )
+        raise_alerts(store, config, snapshot, {"A": "Bo Chen", "B": "Bo Chen"}, "m")
+        assert deliver(store, config, max_seconds=10).sent == 2
+        assert deliver(store, config).sent == 0  # sent is sent: nothing goes twice
+    finally:
+        controller.stop()
+    assert len(received) == 2 and {m["To"] for m in received} == {"bo.chen@example.com"}
+    assert len({m["Message-ID"] for m in received}) == 2
+    from email.header import decode_header, make_header
+
+    assert all("流失预警" in str(make_header(decode_header(m["Subject"]))) for m in received)
+
+
+def test_a_killed_delivering_process_is_resumed_without_loss(tmp_path: Path) -> None:
+    alerts = 40
+    config, path = make_config(tmp_path, daily_cap=alerts)
+    store = open_store(tmp_path)
+    rows = [snapshot_row(f"C{i:03d}", "high") for i in range(alerts)]
+    raise_alerts(store, config, write_snapshot(tmp_path / "d" / "m", DAY, rows), {}, "m")
+    slow = {"on": True}
+    # Every request takes 0.3 s while slow: the process is killed with a message in flight.
+    with WebhookReceiver(SECRET, lambda: "hang" if slow["on"] else "ok", hang_seconds=0.3) as receiver:
+        data = yaml.safe_load(path.read_text())
+        data["channels"]["hub"]["url"] = receiver.url
+        path.write_text(yaml.safe_dump(data))
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "CHURNGUARD_ALERTS_CONFIG": str(path),
+               "CHURNGUARD_EVENT_STORE": store.url}  # fmt: skip
+        command = [sys.executable, "-m", "churnguard.cli", "alerts", "deliver", "--max-seconds", "60"]
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and receiver.requests < 5:
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        interrupted = store.outbox_counts()
+        # Killed mid-send: claimed messages left under a lease, the rest not sent yet.
+        assert interrupted.get("sending", 0) >= 1 and interrupted.get("sent", 0) < alerts
+        slow["on"] = False
+        resumed = subprocess.run(
+            [*command[:-1], "10"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        time.sleep(0.5)
+    assert store.outbox_counts() == {"sent": alerts}
+    assert len(receiver.alerts) == alerts and set(receiver.alerts.values()) == {1}  # each exactly once
