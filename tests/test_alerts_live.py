@@ -1,0 +1,145 @@
+"""Alerts in the live loop: `churnguard daily` on two consecutive days raises then updates alerts
+(never duplicates them), with reasons in the owner's language, and the alert API on the real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+from live_fixtures import LiveWorld, build_live_world, run_cli
+from model_fixtures import ServerProcess, start_server
+
+from alerts.receiver import WebhookReceiver
+from alerts.store import AlertStore
+from churnguard.feedback import load_outcomes
+from churnguard.schema import OBSERVATION_COLUMN
+
+pytestmark = pytest.mark.slow
+CJK = "\u4e00-\u9fff"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveWorld]:
+    with pytest.MonkeyPatch.context() as patch:
+        state = tmp_path_factory.mktemp("alerts-state")
+        patch.setenv("CHURNGUARD_STATE_DIR", str(state))
+        yield build_live_world(state)
+
+
+@pytest.fixture(scope="module")
+def alerted(world: LiveWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The daily pass on two consecutive days with alerts routed to a loopback webhook."""
+    folder = tmp_path_factory.mktemp("alerts-config")
+    customers = pd.read_parquet(world.state / "sim" / "customers.parquet")
+    owners = sorted(customers["account_owner"].dropna().unique())
+    with WebhookReceiver() as receiver:
+        config = {
+            "channels": {"hub": {"kind": "webhook", "url": receiver.url}},
+            "default_channels": ["hub"],
+            "language": "zh",  # every owner but one reads Chinese
+            "owners": {owners[0]: {"language": "en"}},
+            "daily_cap": 2,
+        }
+        path = folder / "alerts.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        env = {**world.environment(), "CHURNGUARD_ALERTS_CONFIG": str(path)}
+        last = world.table.frame[OBSERVATION_COLUMN].max()
+        days = [f"{last - pd.Timedelta(days=1):%Y-%m-%d}", f"{last:%Y-%m-%d}"]
+        runs = []
+        for day in [*days, days[-1]]:  # the second day twice: a rerun changes nothing
+            done = run_cli(
+                ["daily", "--dataset", "crm", "--as-of", day, "--model", str(world.model_dir)], env
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            runs.append(done.stdout)
+        delivered = run_cli(["alerts", "deliver", "--max-seconds", "30"], env)
+        assert delivered.returncode == 0, delivered.stderr[-3000:]
+        yield {"runs": runs, "receiver": receiver, "owners": owners, "env": env, "days": days}
+
+
+def test_two_daily_passes_raise_then_update_alerts(world: LiveWorld, alerted: dict) -> None:
+    store = AlertStore.open(world.store_url)
+    alerts = store.alerts(limit=1000)
+    assert alerts, alerted["runs"][0]
+    by_customer = pd.Series([a["customer_id"] for a in alerts])
+    assert by_customer.is_unique  # one alert per customer over both days
+    first, second, rerun = alerted["runs"]
+    assert "raised" in first and "open alerts updated" in second
+    assert " 0 raised" in rerun and " 0 open alerts updated" in rerun and "0 messages queued" in rerun
+    day_two = alerted["days"][1]
+    carried = [a for a in alerts if a["raised_day"] == alerted["days"][0]]
+    assert carried and all(a["observation_date"] == day_two for a in carried)  # updated, not duplicated
+    snapshot = pd.read_parquet(world.state / "daily" / "churn-crm" / f"{day_two}.parquet").set_index(
+        "customer_id"
+    )
+    for alert in carried:
+        assert alert["health_score"] == snapshot.loc[alert["customer_id"], "health_score"]
+    receiver: WebhookReceiver = alerted["receiver"]
+    singles = [a for a in alerts if a["delivery"] == "single"]
+    assert len(receiver.alerts) == len(singles) and set(receiver.alerts.values()) == {1}
+    digests = [m for m in receiver.messages.values() if m["kind"] == "digest"]
+    assert sum(len(m["alert_ids"]) for m in digests) == len(alerts) - len(singles)
+    # The zh owner's messages are in Chinese, reasons included (scored again in their language).
+    zh = [m for m in receiver.messages.values() if m["language"] == "zh"]
+    assert zh and all(m["recipient"]["name"] != alerted["owners"][0] for m in zh)
+    import re
+
+    assert all(
+        re.search(f"[{CJK}]", reason["message"]) for m in zh for a in m["alerts"] for reason in a["reasons"]
+    )
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def server(
+    world: LiveWorld, alerted: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    process = start_server(
+        str(world.model_dir),
+        world.state,
+        env={"CHURNGUARD_API_KEYS": "", "CHURNGUARD_EVENT_STORE": world.store_url},
+    )
+    yield process
+    process.stop()
+
+
+def test_alert_api_lifecycle_over_the_real_server(world: LiveWorld, server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        listed = client.get("/alerts", params={"state": "open", "limit": 5})
+        assert listed.status_code == 200 and listed.json()["count"] >= 2
+        first, second = listed.json()["alerts"][:2]
+        assert client.get(f"/alerts/{first['alert_id']}").json()["customer_id"] == first["customer_id"]
+        assert client.get("/alerts/999999").status_code == 404
+        assert client.post("/alerts/999999/acknowledge").status_code == 404
+        bad_id = client.get("/alerts/abc")
+        assert bad_id.status_code == 400 and "alert_id" in bad_id.json()["error"]
+        bad_filter = client.get("/alerts", params={"state": "sleeping"})
+        assert bad_filter.status_code == 400 and "state" in bad_filter.json()["error"]
+
+        path = f"/alerts/{first['alert_id']}"
+        assert client.post(f"{path}/resolve", json={"outcome": "saved"}).status_code == 409  # not seen yet
+        assert client.post(f"{path}/acknowledge", json={"actor": "Ana"}).json()["state"] == "acknowledged"
+        again = client.post(f"{path}/acknowledge")
+        assert again.status_code == 409 and again.json()["state"] == "acknowledged"
+        assert client.post(f"{path}/start").json()["state"] == "in_progress"
+        missing_reason = client.post(f"{path}/resolve", json={"outcome": "churned"})
+        assert missing_reason.status_code == 400 and "churn_reason" in missing_reason.json()["error"]
+        unknown_field = client.post(f"{path}/resolve", json={"outcome": "saved", "mood": "good"})
+        assert unknown_field.status_code == 400 and "mood" in unknown_field.json()["error"]
+        resolved = client.post(
+            f"{path}/resolve",
+            json={"outcome": "churned", "churn_reason": "competitor", "note": "lost to a rival"},
+        )
+        assert resolved.status_code == 200 and resolved.json()["outcome"] == "churned"
+        assert client.post(f"{path}/start").status_code == 409  # resolved is final
+
+        acknowledged = client.post(f"/alerts/{second['alert_id']}/acknowledge")
+        assert acknowledged.status_code == 200
+    outcomes = load_outcomes(world.state)
+    row = outcomes[outcomes["customer_id"] == first["customer_id"]]
+    assert row[["outcome", "churn_reason"]].values.tolist() == [["churned", "competitor"]]
+    report = run_cli(["outcomes", "report"], world.environment())
+    assert report.returncode == 0 and "churned 1" in report.stdout, report.stdout + report.stderr
