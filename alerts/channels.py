@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import smtplib
+import threading
 import time
 import urllib.parse
 from email.message import EmailMessage
@@ -26,6 +27,17 @@ from alerts.routing import ChannelConfig, secret
 SIGNATURE_HEADER = "X-Churnguard-Signature"
 TIMESTAMP_HEADER = "X-Churnguard-Timestamp"
 KEY_HEADER = "Idempotency-Key"
+
+
+_local = threading.local()
+
+
+def _client() -> httpx.Client:
+    # One client per thread: building one loads the TLS trust store (tens of ms), per message too slow.
+    client = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = httpx.Client(follow_redirects=False)
+    return client
 
 
 class DeliveryFailed(Exception):
@@ -109,9 +121,7 @@ def send_http(channel: ChannelConfig, payload: dict[str, Any], timeout: float) -
         headers[SIGNATURE_HEADER] = sign(secret(channel.secret_env), timestamp, body)
     try:
         # No redirects: a redirect would call an address the configuration did not name.
-        response = httpx.post(
-            _url(channel), content=body, headers=headers, timeout=timeout, follow_redirects=False
-        )
+        response = _client().post(_url(channel), content=body, headers=headers, timeout=timeout)
     except httpx.TimeoutException:
         raise DeliveryFailed(f"no answer within {timeout:g} s") from None
     except httpx.HTTPError as exc:

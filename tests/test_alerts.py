@@ -400,3 +400,25 @@ def test_a_killed_delivering_process_is_resumed_without_loss(tmp_path: Path) -> 
         time.sleep(0.5)
     assert store.outbox_counts() == {"sent": alerts}
     assert len(receiver.alerts) == alerts and set(receiver.alerts.values()) == {1}  # each exactly once
+
+
+def test_alerts_and_outbox_on_postgresql(tmp_path: Path) -> None:
+    from pg_fixtures import fresh_database
+
+    config, _ = make_config(tmp_path, daily_cap=1)
+    with fresh_database("alerts") as url:
+        store = AlertStore.open(url)
+        rows = [snapshot_row("A", "high", priority=1), snapshot_row("B", "high", priority=2)]
+        snapshot = write_snapshot(tmp_path / "d" / "m", DAY, rows)
+        assert raise_alerts(store, config, snapshot, {"A": "Ana Lima", "B": "Ana Lima"}, "m").raised == 2
+        assert raise_alerts(store, config, snapshot, {"A": "Ana Lima", "B": "Ana Lima"}, "m").raised == 0
+        with WebhookReceiver(SECRET) as receiver:
+            assert (
+                deliver(store, with_url(config, receiver.url), max_seconds=5).sent == 2
+            )  # one alert, one digest
+        alert_id = store.alerts(customer_id="A")[0]["alert_id"]
+        transition(store, alert_id, "acknowledge")
+        with pytest.raises(TransitionNotAllowed):
+            transition(store, alert_id, "acknowledge")
+        store.close()
+    assert len(receiver.alerts) == 1 and [m["kind"] for m in receiver.messages.values()].count("digest") == 1
