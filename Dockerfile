@@ -33,9 +33,10 @@ COPY churnguard ./churnguard
 COPY service ./service
 COPY training ./training
 COPY monitoring ./monitoring
+COPY alerts ./alerts
 COPY configs ./configs
 RUN /app/.venv/bin/uv pip install --compile-bytecode --python /app/.venv/bin/python --no-deps -e . \
-    && /app/.venv/bin/python -m compileall -q churnguard service training monitoring
+    && /app/.venv/bin/python -m compileall -q churnguard service training monitoring alerts
 
 # Runs as an unprivileged user (uid 10001): the code and the virtualenv are root-owned and read-only to it;
 # it writes only to its state folder (prediction log, model cache for model.on_registry_error=serve_cached).

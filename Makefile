@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python --no-deps -e .
-	$(BIN)/python -m compileall -q churnguard service training monitoring
+	$(BIN)/python -m compileall -q churnguard service training monitoring alerts
 	touch $(STAMP)
 
 demo: setup

@@ -89,6 +89,8 @@ CHANGE_START = "2025-08-01"
 FIRST_TRAINING_WINDOW = {"START": "2025-03-02", "END": "2025-05-31"}  # observation dates of the first model
 SCORING_DATE = "2025-06-30"  # a batch scored by the service before the change
 DRIFT_DATE = "2025-09-28"  # current data after the change
+FEED_START = "2025-09-14"  # events from here on reach the store over HTTP, as a CRM would send them
+FEED_BATCH = 10_000
 DEMO_TRIALS = 5
 
 
@@ -184,24 +186,113 @@ def get(port: int, route: str) -> dict:
         return json.loads(answer.read())
 
 
-@step("6. serve the champion and score a batch over HTTP")
-def score_batch(port: int) -> None:
+@step("6. load the CRM's history into the event store (churnguard ingest)")
+def load_history(sim_dir: Path) -> None:
+    """Everything before the live feed starts, as a backfill would load a CRM export."""
     import pandas as pd
 
-    rows = pd.read_parquet(feature_rows(SCORING_DATE)).head(2000)
-    customers = json.loads(rows.to_json(orient="records"))
-    started = time.perf_counter()
-    answer = post(port, "/predict_batch", {"customers": customers, "explain": True})
+    from churnguard.datasets import load_dataset_config
+    from churnguard.store.backfill import backfill
+    from churnguard.store.events import EventStore
+
+    events = pd.read_parquet(sim_dir / "events.parquet")
+    history = state_dir() / "demo" / "history-events.parquet"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    events[events["timestamp"] < pd.Timestamp(FEED_START)].to_parquet(history, index=False)
+    config = load_dataset_config("crm")
+    config = config.model_copy(
+        update={"events": [config.events[0].model_copy(update={"path": str(history)})]}
+    )
+    store = EventStore.open()
+    try:
+        print("  " + backfill(config, store).format().replace("\n", "\n  "))
+    finally:
+        store.close()
+
+
+@step("7. serve the champion; the CRM feeds its latest events over HTTP")
+def feed_events(port: int, sim_dir: Path) -> None:
+    import pandas as pd
+
+    from churnguard.store.backfill import content_event_ids
+
+    events = pd.read_parquet(sim_dir / "events.parquet")
+    live = events[
+        (events["timestamp"] >= pd.Timestamp(FEED_START)) & (events["timestamp"] < pd.Timestamp(DRIFT_DATE))
+    ]
+    live = live.assign(event_id=content_event_ids(live).astype(str))
+    live = live.assign(timestamp=live["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    live["value"] = live["value"].astype(object).where(live["value"].notna(), None)
+    records = live[["event_id", "customer_id", "timestamp", "type", "value"]].to_dict(orient="records")
+    started, stored = time.perf_counter(), 0
+    for start in range(0, len(records), FEED_BATCH):
+        stored += post(port, "/events", {"events": records[start : start + FEED_BATCH]})["stored"]
     seconds = time.perf_counter() - started
-    results = answer["results"] if isinstance(answer, dict) else answer
+    print(
+        f"  POST /events: {len(records):,} events from {FEED_START} to {DRIFT_DATE} in batches of "
+        f"{FEED_BATCH:,}: {stored:,} stored in {seconds:.1f} s ({len(records) / seconds:,.0f} events/s)"
+    )
+    again = post(port, "/events", {"events": records[:FEED_BATCH]})
+    print(f"  the first batch sent again: {again['stored']} stored, {again['duplicates']:,} already there")
+
+
+@step("8. score customers by id over HTTP, features computed from their stored history")
+def score_by_id(port: int) -> None:
+    import pandas as pd
+
+    from churnguard.store.events import EventStore
+
+    store = EventStore.open()
+    try:
+        ids = store.customer_ids()[:2000]
+    finally:
+        store.close()
+    started = time.perf_counter()
+    answer = post(port, "/predict_batch", {"customer_ids": ids, "as_of": SCORING_DATE, "explain": True})
+    seconds = time.perf_counter() - started
+    results = answer["results"]
     tiers = pd.Series([result["alert_tier"] for result in results]).value_counts().to_dict()
-    print(f"  POST /predict_batch: {len(results):,} customers in {seconds:.2f} s; tiers {tiers}")
-    riskiest = max(results, key=lambda result: result["churn_probability"])
-    print("  the riskiest customer, explained:")
-    print("  " + json.dumps(riskiest, indent=2).replace("\n", "\n  "))
+    print(
+        f"  POST /predict_batch by id as of {SCORING_DATE}: {len(results):,} customers in {seconds:.2f} s; "
+        f"tiers {tiers}"
+    )
+    riskiest = max(results, key=lambda result: result["churn_probability"])["customer_id"]
+    started = time.perf_counter()
+    one = post(port, "/predict", {"customer_id": riskiest, "explain": True})
+    print(
+        f'  POST /predict {{"customer_id": "{riskiest}"}} as of now, in '
+        f"{1000 * (time.perf_counter() - started):.0f} ms, explained:"
+    )
+    print("  " + json.dumps(one, indent=2, ensure_ascii=False).replace("\n", "\n  "))
 
 
-@step("7. monitor: drift of current data (after the change) against the model's reference")
+@step("9. the daily pass: every active customer scored from the event store")
+def daily(model_name: str) -> None:
+    import pandas as pd
+
+    from churnguard.daily import daily_pass
+    from churnguard.predict import Predictor
+    from churnguard.prediction_log import PredictionLog
+    from churnguard.store.events import EventStore
+    from churnguard.tracking import resolve_model
+
+    resolved = resolve_model(f"models:/{model_name}@champion")
+    predictor = Predictor.load(resolved.local_dir, resolved.version)
+    store, prediction_log = EventStore.open(), PredictionLog.open()
+    try:
+        for run in ("", " (run again: nothing is scored or logged twice)"):
+            summary = daily_pass(
+                predictor, model_name, store, prediction_log, pd.Timestamp(DRIFT_DATE), state_dir() / "daily"
+            )
+            print(f"  {summary.format()}{run}".replace("\n", "\n  "))
+    finally:
+        store.close()
+        prediction_log.close()
+    command = f"cd {Path.cwd()} && .venv/bin/churnguard daily --dataset crm"
+    print(f"  every morning at 05:00, from cron: 0 5 * * * {command}")
+
+
+@step("10. monitor: drift of current data (after the change) against the model's reference")
 def detect_drift() -> Path:
     from monitoring.drift import run_drift, summary_text
 
@@ -212,7 +303,7 @@ def detect_drift() -> Path:
     return current
 
 
-@step("8. retrain loop: decide, tune on the newest data, gate, and let the service pick up the champion")
+@step("11. retrain loop: decide, tune on the newest data, gate, and let the service pick up the champion")
 def retrain_loop(current: Path, port: int, served_before: str) -> None:
     from monitoring.retrain import run_retrain
     from training.promote import run_promote
@@ -248,12 +339,15 @@ def run_demo(customers: int = 20_000, seed: int = 7, trials: int = DEMO_TRIALS) 
     build_features()
     inject_change(sim_dir, seed)
     model_name = first_model(trials)
+    load_history(sim_dir)
     port = free_port()
     service = start_service(port)
     try:
         served = get(port, "/model")["model_version"]
         print(f"\nservice on http://127.0.0.1:{port} serves {model_name} v{served} (OpenAPI at /docs.json)")
-        score_batch(port)
+        feed_events(port, sim_dir)
+        score_by_id(port)
+        daily(model_name)
         current = detect_drift()
         retrain_loop(current, port, served)
     finally:

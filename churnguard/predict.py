@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pandas as pd
 from catboost import Pool
@@ -178,7 +179,9 @@ class ScoredBatch:
         )
         if explain_columns and self.reasons is not None and self.group_scores is not None:
             reasons = self.reasons if language == "en" else self.reasons_in(language)
-            out["reasons"] = [json.dumps(r, ensure_ascii=False) for r in reasons]  # type: ignore[union-attr]
+            # msgspec writes each row's JSON in C: json.dumps was most of a million-row file's reasons.
+            encode = msgspec.json.encode
+            out["reasons"] = [encode(r).decode() for r in reasons]  # type: ignore[union-attr]
             for column, name in enumerate(self.group_names):
                 out[f"group_score_{name}"] = self.group_scores[:, column].astype("int64")
         out["flags"] = [json.dumps(f) if f else None for f in self.flags]
