@@ -417,6 +417,7 @@ def report(results: dict[str, list[float]]) -> int:
                 "by_id_over_vector",
                 "daily_over_features_score",
                 "daily_rss_over_features",
+                "daily_with_alerts_over_without",
             }
             ok = value <= bar if lower_is_better else value >= bar
             verdict = f"  bar {'<=' if lower_is_better else '>='} {bar:,} {'ok' if ok else 'MISSED'}"
