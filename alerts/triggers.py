@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from alerts.messages import compose
 from alerts.routing import AlertsConfig, Route, TriggerConfig
@@ -139,7 +140,14 @@ def raise_alerts(
     snapshot_path = Path(snapshot_path)
     day = snapshot_path.stem
     summary = RaiseSummary(day)
-    snapshot = pd.read_parquet(snapshot_path, columns=SNAPSHOT_COLUMNS)
+    present = set(pq.read_schema(snapshot_path).names)
+    snapshot = pd.read_parquet(snapshot_path, columns=[c for c in SNAPSHOT_COLUMNS if c in present])
+    if "reasons" not in snapshot.columns:  # a pass run without explanations: no reasons to quote
+        snapshot["reasons"] = None
+        log.warning(
+            "%s has no reasons (daily --no-explain): critical rules and messages go without them",
+            snapshot_path,
+        )
     summary.scored = len(snapshot)
     earlier = previous_snapshot(snapshot_path)
     previous = pd.read_parquet(earlier, columns=[ID_COLUMN, "alert_tier"]) if earlier else None

@@ -158,7 +158,7 @@ def daily_pass(
     summary.seconds = time.perf_counter() - started
     manifest = {**asdict(summary), "finished_at": pd.Timestamp.now(tz="UTC").isoformat()}
     (out_dir / model_name / f"{day}.json").write_text(json.dumps(manifest, indent=2))
-    log.info(summary.format())
+    log.debug(summary.format())  # the command prints it
     return summary
 
 

@@ -258,9 +258,10 @@ def score_by_id(port: int) -> None:
     )
     riskiest = max(results, key=lambda result: result["churn_probability"])["customer_id"]
     started = time.perf_counter()
-    one = post(port, "/predict", {"customer_id": riskiest, "explain": True})
+    # As of the simulated CRM's last day: "now" (no as_of) would be long after its data ends.
+    one = post(port, "/predict", {"customer_id": riskiest, "as_of": DRIFT_DATE, "explain": True})
     print(
-        f'  POST /predict {{"customer_id": "{riskiest}"}} as of now, in '
+        f'  POST /predict {{"customer_id": "{riskiest}", "as_of": "{DRIFT_DATE}"}} in '
         f"{1000 * (time.perf_counter() - started):.0f} ms, explained:"
     )
     print("  " + json.dumps(one, indent=2, ensure_ascii=False).replace("\n", "\n  "))

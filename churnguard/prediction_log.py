@@ -377,7 +377,11 @@ def _finish(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [frame for frame in frames if len(frame)]
     if not frames:
         return pd.DataFrame(columns=list(OUTPUT_COLUMNS))
-    frame = pd.concat(frames, ignore_index=True, sort=False)
+    # Columns with no value in one part (no reasons, no flags) are left out of that part for the
+    # concatenation, as pandas does today (it warns it will stop), then every column is put back.
+    columns = list(dict.fromkeys(column for frame in frames for column in frame.columns))
+    frames = [frame.dropna(axis=1, how="all") for frame in frames]
+    frame = pd.concat(frames, ignore_index=True, sort=False).reindex(columns=columns)
     frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True, format="ISO8601")
     frame = frame.sort_values("logged_at", kind="stable").reset_index(drop=True)
     head = [c for c in OUTPUT_COLUMNS if c in frame.columns]

@@ -140,5 +140,5 @@ def backfill(config: EventsDataset, store: EventStore, progress: bool = True) ->
             summary.events.add(store.add_events(EventBatch(chunk, unknown)))
             bar.update(len(chunk))
     summary.seconds = time.perf_counter() - started
-    log.info(summary.format())
+    log.debug(summary.format())  # the command prints it
     return summary
