@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -22,7 +23,14 @@ import pandas as pd
 from catboost import Pool
 
 from churnguard.artifact import ModelArtifact
-from churnguard.explain import MISSING_CATEGORY, Explanations, ReasonBuilder, ReferenceRanks, ShapExplainer
+from churnguard.explain import (
+    MISSING_CATEGORY,
+    REASON_KEYS,
+    Explanations,
+    ReasonBuilder,
+    ReferenceRanks,
+    ShapExplainer,
+)
 from churnguard.history import ScoreHistory
 from churnguard.inputs import (
     DEFAULT_RANGE_TOLERANCE,
@@ -39,6 +47,8 @@ from churnguard.value import ValueAssessment, ValueModel
 log = logging.getLogger(__name__)
 
 PARALLEL_ROWS = 2_000  # below this many rows CatBoost scores on one thread
+_Reason = msgspec.defstruct("Reason", [(key, Any) for key in REASON_KEYS], gc=False)
+_ENCODER = msgspec.json.Encoder()
 RESULT_COLUMNS = (
     "customer_id", "churn_probability", "health_score", "alert_tier", "model_tier", "escalated_by",
     "value_tier", "value_score", "priority", "model_version",
@@ -92,6 +102,19 @@ class ScoredBatch:
         if self.rule_hits is None:
             return drivers
         return [rules + row for rules, row in zip(self.rule_hits.reasons(language), drivers, strict=True)]
+
+    def reason_rows(self, language: Language = "en") -> list[tuple]:
+        """Per customer, the rule reasons then the model's drivers, as structs msgspec encodes in C
+        (built slot by slot with `map`): the service's answers and the files' reasons columns."""
+        assert self.explanations is not None
+        slots = [list(map(_Reason, *column)) for column in self.explanations.columns(language)]
+        rows: list[tuple] = list(zip(*slots, strict=True)) if slots else [()] * len(self)
+        hits = self.rule_hits
+        if hits is not None and hits.hits.any():
+            for row, rules in enumerate(hits.reasons(language)):
+                if rules:
+                    rows[row] = (*rules, *rows[row])
+        return rows
 
     def escalated_by(self) -> list[list[str]]:
         return (
@@ -177,11 +200,11 @@ class ScoredBatch:
                 "model_version": self.model_version,
             }
         )
-        if explain_columns and self.reasons is not None and self.group_scores is not None:
-            reasons = self.reasons if language == "en" else self.reasons_in(language)
-            # msgspec writes each row's JSON in C: json.dumps was most of a million-row file's reasons.
-            encode = msgspec.json.encode
-            out["reasons"] = [encode(r).decode() for r in reasons]  # type: ignore[union-attr]
+        if explain_columns and self.explanations is not None and self.group_scores is not None:
+            # Built column-wise and written by msgspec in C, as the service does: dicts and json.dumps
+            # per row were most of the time of a million-row file scored with reasons.
+            encode = _ENCODER.encode
+            out["reasons"] = [encode(row).decode() for row in self.reason_rows(language)]
             for column, name in enumerate(self.group_names):
                 out[f"group_score_{name}"] = self.group_scores[:, column].astype("int64")
         out["flags"] = [json.dumps(f) if f else None for f in self.flags]

@@ -18,7 +18,6 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import Response
 
-from churnguard.explain import REASON_KEYS
 from churnguard.inputs import MAX_ID_LENGTH, MAX_REPORTED_ERRORS, FieldError, InputRules
 from churnguard.live import as_of_moment
 from churnguard.predict import ScoredBatch
@@ -429,7 +428,6 @@ def _batch_struct(rules: InputRules, known_categories: bool) -> type[msgspec.Str
 
 
 # A model driver, keys as `Explanations.dicts` spells them (rule reasons come as dicts, with severity).
-_Reason = msgspec.defstruct("Reason", [(key, Any) for key in REASON_KEYS], gc=False)
 
 
 class _Result(msgspec.Struct, gc=False):
@@ -465,19 +463,6 @@ def _group_struct(names: tuple[str, ...]) -> type[msgspec.Struct]:
     return msgspec.defstruct("GroupScores", fields, rename=rename, gc=False)
 
 
-def _reason_rows(batch: ScoredBatch, language: Language) -> list[tuple]:
-    """Per customer, the rule reasons then the model's drivers (built slot by slot with `map`)."""
-    assert batch.explanations is not None
-    slots = [list(map(_Reason, *column)) for column in batch.explanations.columns(language)]
-    rows: list[tuple] = list(zip(*slots, strict=True)) if slots else [()] * len(batch)
-    hits = batch.rule_hits
-    if hits is not None and hits.hits.any():
-        for row, rules in enumerate(hits.reasons(language)):
-            if rules:
-                rows[row] = (*rules, *rows[row])
-    return rows
-
-
 def _result_structs(batch: ScoredBatch, language: Language) -> list[_Result]:
     """The results (the documents `ScoredBatch.results` gives), built column by column."""
     rows = len(batch)
@@ -487,7 +472,7 @@ def _result_structs(batch: ScoredBatch, language: Language) -> list[_Result]:
         value_tier, priority = value.tier.tolist(), value.priority.tolist()
         value_score = np.where(np.isnan(value.score), None, value.score).tolist()
     if batch.explanations is not None and batch.group_scores is not None:
-        reasons = _reason_rows(batch, language)
+        reasons = batch.reason_rows(language)
         columns = batch.group_scores.astype(np.int64).T.tolist()
         grouped = _group_struct(tuple(batch.group_names))
         groups = list(map(grouped, *columns)) if columns else [{}] * rows
