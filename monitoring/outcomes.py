@@ -76,6 +76,13 @@ def outcomes_from_dataset(name: str) -> Outcomes:
         return Outcomes("label", frame, pd.Timestamp.now(tz="UTC").tz_localize(None), f"dataset {name}")
     data = load_events(config)
     as_of = data.data_end
+    if data.label_end is not None and data.label_end < data.data_end.normalize():
+        # A churn source that ends before the events (right-censoring): nothing is known past its last
+        # day, counted as the feature table counts it (explicit churn through that day).
+        last_day = (
+            data.labels_until if config.churn.kind == "explicit" else data.labels_until + pd.Timedelta(days=1)
+        )
+        as_of = min(as_of, last_day)
     if data.churn_dates is None:
         events = data.events[[ID_COLUMN, "timestamp"]]
         return Outcomes("inactivity", events, as_of, f"dataset {name} (inactivity churn)")

@@ -185,3 +185,13 @@ def test_inactivity_labels_stop_at_the_events_file_that_ends_first(tmp_path: Pat
     assert data.data_end == pd.Timestamp("2024-12-03")
     assert data.labels_until == pd.Timestamp("2024-08-31")
     assert "orders.csv (`data_end` in the config)" in data.label_end_source
+
+
+def test_label_delayed_quality_knows_outcomes_only_up_to_the_subscriptions_end(tmp_path: Path) -> None:
+    """Monitoring reads the same cut-off: a prediction whose horizon runs past the subscriptions' end
+    has not matured, however long the events run."""
+    from monitoring.outcomes import outcomes_from_dataset
+
+    outcomes = outcomes_from_dataset(str(churnsim(tmp_path, "    data_end: 2020-06-01")))
+    assert outcomes.as_of == SUBSCRIPTIONS_END
+    assert set(outcomes.frame["customer_id"]) == set(CHURNERS)  # still-subscribed accounts did not churn
