@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -51,6 +52,9 @@ def bearer_token(scope: Scope) -> bytes | None:
     return None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class SecurityMiddleware:
     def __init__(
         self,
@@ -72,6 +76,9 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         refusal = self._refusal(scope)
+        if refusal is None and _CONTROL.search(scope["path"]):
+            # No route of ours takes one, and the router would answer a plain-text 404, not JSON.
+            refusal = 400, "the URL path holds control characters (a newline, a tab...)", {}
         if refusal is not None:
             status, message, headers = refusal
             client = (scope.get("client") or ("?",))[0]
