@@ -161,7 +161,7 @@ def _raise_alerts(
     from churnguard.scoring import load_scoring_config
 
     owner_column = load_scoring_config().worklist.owner_feature
-    customers = store.customers()
+    customers = store.customers(records_only=True)  # owners are attributes: no first-event scan
     owners = (
         dict(zip(customers[ID_COLUMN].astype(str), customers[owner_column].fillna(""), strict=True))
         if owner_column in customers.columns
