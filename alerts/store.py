@@ -25,6 +25,7 @@ from typing import Any
 
 from churnguard.store.events import STORE_ERRORS as STORE_ERRORS  # re-exported for the routes
 from churnguard.store.events import default_url
+from churnguard.store.sqlite import open_wal
 
 # Columns holding JSON text (decoded when read).
 JSON_COLUMNS = ("triggers", "rules", "reasons", "alert_ids", "payload")
@@ -315,9 +316,7 @@ class SqliteAlertStore(AlertStore):
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")  # survives a killed process (WAL)
+            connection = open_wal(self.path, self.lock_timeout)
             self._local.connection = connection
         return connection
 

@@ -104,14 +104,24 @@ def test_concurrent_writers_store_each_event_once(store_url: str) -> None:
         finally:
             own.close()
 
-    threads = [threading.Thread(target=write, args=(worker,)) for worker in range(2)]
+    failures: list[BaseException] = []
+
+    def guarded(worker: int) -> None:
+        try:
+            write(worker)
+        except BaseException as exc:  # a thread's error must fail the test, not just print
+            failures.append(exc)
+
+    # Both open the fresh store at the same moment, as two service workers starting together do.
+    threads = [threading.Thread(target=guarded, args=(worker,)) for worker in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not failures, failures
     store = EventStore.open(store_url)
     try:
-        assert store.count_events() == 10 * 200 + 2 * 10 * 50
+        assert store.count_events() == 10 * 200 + 4 * 10 * 50
     finally:
         store.close()
 
@@ -129,3 +139,36 @@ def test_a_range_of_customers_reads_back_as_their_histories(store: EventStore) -
     pd.testing.assert_frame_equal(
         in_range.astype({"customer_id": object, "type": object}), by_customer, check_dtype=True
     )
+
+
+def test_workers_opening_a_fresh_sqlite_store_together_all_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL takes a lock SQLite's busy timeout does not wait for; two service
+    workers starting at once once failed CI with "database is locked". The switch is retried."""
+    for trial in range(15):
+        url = f"sqlite:///{tmp_path / f'fresh-{trial}.db'}"
+        barrier = threading.Barrier(8)
+        failures: list[BaseException] = []
+
+        def open_and_write(
+            worker: int,
+            url: str = url,
+            barrier: threading.Barrier = barrier,
+            failures: list[BaseException] = failures,
+        ) -> None:
+            barrier.wait()
+            try:
+                store = EventStore.open(url)
+                store.add_events(check_events(events((f"w{worker}", "C1", "2025-01-01", "login", None))))
+                store.close()
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_and_write, args=(worker,)) for worker in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures
+        check = EventStore.open(url)
+        assert check.count_events() == 8
+        check.close()

@@ -38,6 +38,7 @@ import pyarrow as pa
 from churnguard.schema import ID_COLUMN
 from churnguard.settings import state_dir
 from churnguard.store.intake import CHURN, SIGNUP, CustomerBatch, EventBatch
+from churnguard.store.sqlite import open_wal
 
 log = logging.getLogger(__name__)
 
@@ -392,9 +393,7 @@ class SqliteEventStore(EventStore):
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")  # survives a killed process (WAL)
+            connection = open_wal(self.path, self.lock_timeout)
             # The event_id index takes random keys: a page cache that holds it keeps inserts in memory.
             connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             # A batch of events for random customers dirties a page per index entry: checkpointing
