@@ -86,6 +86,28 @@ def test_only_the_health_probes_stay_open() -> None:
     assert call(middleware, "/metrics")[0] == 401
 
 
+def test_the_live_loop_and_alert_routes_sit_under_the_same_keys() -> None:
+    middleware = secured()
+    for path in (
+        "/events",
+        "/customers",
+        "/alerts",
+        "/alerts/7",
+        "/alerts/7/acknowledge",
+        "/alerts/7/resolve",
+    ):
+        status, _, body = call(middleware, path)
+        assert status == 401 and json.loads(body)["error"].startswith("missing or invalid API key"), path
+        assert call(middleware, path, token="key-one")[0] == 200, path
+
+
+def test_a_path_with_control_characters_gets_a_json_400() -> None:
+    """No route takes one; without this the router answered a plain-text 404 (fuzzed alert ids)."""
+    status, _, body = call(secured(), "/alerts/\n7/start", token="key-one")
+    assert status == 400 and "control characters" in json.loads(body)["error"]
+    assert call(secured(), "/alerts/\n7/start")[0] == 401  # the key is checked first
+
+
 def test_admin_endpoints_need_an_admin_key() -> None:
     assert call(secured(), "/admin/reload", token="key-one")[0] == 401
     assert call(secured(), "/admin/reload", token="admin")[0] == 200
