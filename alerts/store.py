@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from churnguard.store.connections import ThreadConnections, open_wal
 from churnguard.store.events import STORE_ERRORS as STORE_ERRORS  # re-exported for the routes
 from churnguard.store.events import default_url
-from churnguard.store.sqlite import open_wal
 
 # Columns holding JSON text (decoded when read).
 JSON_COLUMNS = ("triggers", "rules", "reasons", "alert_ids", "payload")
@@ -309,16 +308,12 @@ class SqliteAlertStore(AlertStore):
         self.url = f"sqlite:///{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_timeout = lock_timeout
-        self._local = threading.local()
+        self._connections = ThreadConnections(lambda: open_wal(self.path, self.lock_timeout))
         connection = self._connection()
         connection.executescript(_SQLITE_SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = open_wal(self.path, self.lock_timeout)
-            self._local.connection = connection
-        return connection
+        return self._connections.get()
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
@@ -334,10 +329,7 @@ class SqliteAlertStore(AlertStore):
         connection.commit()
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        self._connections.close()
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
@@ -351,19 +343,14 @@ class PostgresAlertStore(AlertStore):
         import psycopg
 
         self.url = url
-        self._psycopg = psycopg
-        self._local = threading.local()
+        self._connections = ThreadConnections(lambda: psycopg.connect(url))
         with self.transaction() as cursor:
             # Replicas creating the tables at once: one waits for the other.
             cursor.execute("SELECT pg_advisory_xact_lock(727002)")
             cursor.raw.execute(_POSTGRES_SCHEMA)
 
     def _connection(self) -> Any:
-        connection = getattr(self._local, "connection", None)
-        if connection is None or connection.closed:
-            connection = self._psycopg.connect(self.url)
-            self._local.connection = connection
-        return connection
+        return self._connections.get()
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
@@ -372,7 +359,4 @@ class PostgresAlertStore(AlertStore):
             yield Cursor(cursor, "%s")
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        self._connections.close()

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,8 +36,8 @@ import pyarrow as pa
 
 from churnguard.schema import ID_COLUMN
 from churnguard.settings import state_dir
+from churnguard.store.connections import ThreadConnections, open_wal
 from churnguard.store.intake import CHURN, SIGNUP, CustomerBatch, EventBatch
-from churnguard.store.sqlite import open_wal
 
 log = logging.getLogger(__name__)
 
@@ -385,22 +384,28 @@ class SqliteEventStore(EventStore):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
         self.lock_timeout = lock_timeout
+        self._connections = ThreadConnections(self._open)
+        self._arrow_connections = ThreadConnections(self._open_arrow)
         with self._transaction() as cursor:
             cursor.executescript(_SQLITE_SCHEMA)
 
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = open_wal(self.path, self.lock_timeout)
-            # The event_id index takes random keys: a page cache that holds it keeps inserts in memory.
-            connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            # A batch of events for random customers dirties a page per index entry: checkpointing
-            # every 1,000 pages (the default) made each 10,000-event commit copy them twice.
-            connection.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-            self._local.connection = connection
+    def _open(self) -> sqlite3.Connection:
+        connection = open_wal(self.path, self.lock_timeout)
+        # The event_id index takes random keys: a page cache that holds it keeps inserts in memory.
+        connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        # A batch of events for random customers dirties a page per index entry: checkpointing
+        # every 1,000 pages (the default) made each 10,000-event commit copy them twice.
+        connection.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         return connection
+
+    def _open_arrow(self) -> object:
+        import adbc_driver_sqlite.dbapi
+
+        return adbc_driver_sqlite.dbapi.connect(str(self.path))
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._connections.get()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -430,12 +435,7 @@ class SqliteEventStore(EventStore):
     def _arrow_query(self, sql: str, params: Sequence[object]) -> pa.Table:
         # ADBC's SQLite driver hands rows over as Arrow columns from C: 2.75 s for 3.7 M events, where
         # building Python tuples and then arrays from them took 7 s.
-        import adbc_driver_sqlite.dbapi
-
-        connection = getattr(self._local, "arrow", None)
-        if connection is None:
-            connection = adbc_driver_sqlite.dbapi.connect(str(self.path))
-            self._local.arrow = connection
+        connection = self._arrow_connections.get()
         with connection.cursor() as cursor:
             cursor.execute(sql, tuple(params))
             table = cursor.fetch_arrow_table()
@@ -443,11 +443,8 @@ class SqliteEventStore(EventStore):
         return table
 
     def close(self) -> None:
-        for name in ("connection", "arrow"):
-            connection = getattr(self._local, name, None)
-            if connection is not None:
-                connection.close()
-                setattr(self._local, name, None)
+        self._connections.close()
+        self._arrow_connections.close()
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
@@ -466,19 +463,14 @@ class PostgresEventStore(EventStore):
         import psycopg
 
         self.url = url
-        self._psycopg = psycopg
-        self._local = threading.local()
+        self._connections = ThreadConnections(lambda: psycopg.connect(url))
         with self._transaction() as cursor:
             # Two replicas creating the tables at once must not both try: one waits for the other.
             cursor.execute("SELECT pg_advisory_xact_lock(727001)")
             cursor.execute(_POSTGRES_SCHEMA)
 
     def _connection(self):
-        connection = getattr(self._local, "connection", None)
-        if connection is None or connection.closed:
-            connection = self._psycopg.connect(self.url)
-            self._local.connection = connection
-        return connection
+        return self._connections.get()
 
     @contextmanager
     def _transaction(self) -> Iterator[object]:
@@ -510,7 +502,4 @@ class PostgresEventStore(EventStore):
             return cursor.fetchall()
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        self._connections.close()
