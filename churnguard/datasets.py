@@ -34,7 +34,7 @@ from churnguard.config import (
     read_yaml,
 )
 from churnguard.config import validate as validate_config
-from churnguard.features import EventTypeSpec
+from churnguard.features import EventTypeSpec, before_signup
 from churnguard.schema import ID_COLUMN, SignalGroup
 from churnguard.settings import config_dir, resolve_path
 
@@ -844,7 +844,6 @@ def load_events(config: EventsDataset, strict: bool = False, now: pd.Timestamp |
     customers = read_customers(config, first_events(parts), report, strict)
     report.raise_for_fatal()
     customers_file = customers.attrs.get("source", "the events")
-    signup_by_customer = customers.set_index("customer_id")["signup_date"]
 
     now = now or pd.Timestamp.now(tz="UTC").tz_localize(None)
     for part in parts:
@@ -861,8 +860,7 @@ def load_events(config: EventsDataset, strict: bool = False, now: pd.Timestamp |
         )
         frame = frame[known.to_numpy()]
 
-        signup = frame["customer_id"].map(signup_by_customer)
-        early = signup.notna() & (frame["timestamp"] < signup.dt.normalize())
+        early = pd.Series(before_signup(frame, customers), index=frame.index)
         report.dropped(path, columns.timestamp, "events before the customer's signup date", early, strict)
         frame = frame[(~early).to_numpy()]
 

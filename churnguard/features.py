@@ -610,6 +610,16 @@ def label_inactivity(pop: pd.DataFrame, events: pd.DataFrame, horizon_days: int)
     return pd.Series((end == start).astype(np.int64), index=pop.index, name=LABEL_COLUMN)
 
 
+def before_signup(events: pd.DataFrame, customers: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+    """Mask of events dated before their customer's signup day: not part of the customer's history,
+    in the training table (`load_events` drops them) and in the live loop alike. A customer with no
+    signup date, or not in `customers`, keeps every event."""
+    positions = pd.Index(customers[ID_COLUMN]).get_indexer(events[ID_COLUMN])
+    signup_day = np.asarray(customers[SIGNUP_COLUMN], dtype="datetime64[ns]").astype("datetime64[D]")
+    signup = np.append(signup_day, np.datetime64("NaT"))[positions]  # -1 (not there): NaT
+    return ~np.isnat(signup) & (events[TIMESTAMP_COLUMN].to_numpy(dtype="datetime64[ns]") < signup)
+
+
 def tenure_days(
     pop: pd.DataFrame, customers: pd.DataFrame | Mapping[str, np.ndarray], rows: np.ndarray | None = None
 ) -> pd.Series:

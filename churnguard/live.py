@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from churnguard.feature_table import FeaturePlan, customer_features
+from churnguard.features import before_signup
 from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN, FeatureSchema
 from churnguard.store.events import EventStore
 from churnguard.store.intake import CHURN, SIGNUP
@@ -129,10 +130,7 @@ def events_since_signup(
     """Drop events before the customer's signup day, as `load_events` does for the training table."""
     if events.empty:
         return events
-    positions = pd.Index(customers[ID_COLUMN]).get_indexer(events[ID_COLUMN])
-    signup_day = np.asarray(customers[SIGNUP], dtype="datetime64[ns]").astype("datetime64[D]")
-    signup = np.append(signup_day, np.datetime64("NaT"))[positions]  # -1 (no record): NaT
-    early = ~np.isnat(signup) & (events["timestamp"].to_numpy() < signup)
+    early = before_signup(events, customers)
     return events[~early] if early.any() else events
 
 
