@@ -432,23 +432,21 @@ class ReasonBuilder:
         return self.health_from_raw(raw.ravel()).reshape(raw.shape)
 
     def explain(self, contributions: np.ndarray, column: Callable[[int], Sequence[object]]) -> Explanations:
-        """The top reasons of every row; `column(j)` gives feature j's values as scored, row by row."""
-        rows, width = contributions.shape
-        top = self.top
-        magnitude = np.abs(contributions)
-        if width > top:
-            chosen = np.argpartition(-magnitude, top - 1, axis=1)[:, :top]
-        else:
-            chosen = np.tile(np.arange(width), (rows, 1))
-        order = np.argsort(-np.take_along_axis(magnitude, chosen, axis=1), axis=1, kind="stable")
-        chosen = np.take_along_axis(chosen, order, axis=1)
+        """The top reasons of every row; `column(j)` gives feature j's values as scored, row by row
+        (an array, so that only the rows that chose the feature are gathered)."""
+        chosen = top_by_magnitude(contributions, self.top)
         impacts = np.take_along_axis(contributions, chosen, axis=1).round(4)
-        # Gather only the chosen values, one feature at a time.
-        values = np.empty(chosen.shape, dtype=object)
-        for feature in np.unique(chosen).tolist():
-            mask = chosen == feature
-            values[mask] = np.asarray(column(feature), dtype=object)[np.nonzero(mask)[0]]
-        return Explanations(self, chosen, impacts, values)
+        # Gather only the chosen values, one feature at a time: one sort instead of a mask per feature.
+        top = chosen.shape[1]
+        flat = chosen.ravel()
+        order = np.argsort(flat, kind="stable")
+        features, starts = np.unique(flat[order], return_index=True)
+        bounds = [*starts.tolist(), len(order)]
+        values = np.empty(len(flat), dtype=object)
+        for k, feature in enumerate(features.tolist()):
+            where = order[bounds[k] : bounds[k + 1]]
+            values[where] = _objects(np.asarray(column(feature))[where // top].tolist())
+        return Explanations(self, chosen, impacts, values.reshape(chosen.shape))
 
     def phrase(self, feature: int, value: object, language: Language = "en") -> _Phrase:
         """The value as reported and the message of one (feature, value, language), cached: they
@@ -544,6 +542,22 @@ class Explanations:
             for column in self.columns(language)
         ]
         return [list(row) for row in zip(*slots, strict=True)] if slots else [[] for _ in range(len(self))]
+
+
+def top_by_magnitude(contributions: np.ndarray, top: int) -> np.ndarray:
+    """(rows, top) indices of each row's largest absolute contributions, largest first; among equal
+    magnitudes the lower index first. A few passes of argmax: argpartition over every column, then a
+    sort, cost 5-10x more for the handful of reasons a customer gets."""
+    rows, width = contributions.shape
+    top = min(top, width)
+    magnitude = np.abs(contributions)
+    chosen = np.empty((rows, top), dtype=np.intp)
+    everyone = np.arange(rows)
+    for slot in range(top):
+        best = magnitude.argmax(axis=1)
+        chosen[:, slot] = best
+        magnitude[everyone, best] = -1.0  # below any magnitude: taken
+    return chosen
 
 
 def _objects(items: Sequence[object]) -> np.ndarray:

@@ -343,22 +343,37 @@ class RuleHits:
         out: list[list[dict]] = [[] for _ in range(len(self))]
         if not self.hits.any():
             return out
-        for row, position in zip(*np.nonzero(self.hits), strict=True):
-            rule = self.rules[position]
-            values = self.observed[position][row]
-            first = values[0]
-            out[row].append(
-                {
-                    "code": rule.code,
-                    "feature": rule.features[0] if rule.features[0] is not None else HEALTH_DROP,
-                    "group": rule.group,
-                    "value": None if math.isnan(first) else _plain(first),
-                    "impact": None,
-                    "message": render(rule.config, values, language),
-                    "severity": rule.severity,
-                    "escalated": bool(self.escalating[row, position]),
-                }
-            )
+        # Rule by rule (rules are in severity order, so each row's reasons stay most severe first);
+        # the same observed values give the same message: each is rendered once.
+        for position, rule in enumerate(self.rules):
+            rows = np.flatnonzero(self.hits[:, position])
+            if not rows.size:
+                continue
+            feature = rule.features[0] if rule.features[0] is not None else HEALTH_DROP
+            said: dict[tuple, tuple[object, str]] = {}
+            observed = self.observed[position][rows].tolist()
+            escalated = self.escalating[rows, position].tolist()
+            for row, values, escalates in zip(rows.tolist(), observed, escalated, strict=True):
+                key = tuple(values)
+                found = said.get(key)
+                if found is None:
+                    first = values[0]
+                    found = said[key] = (
+                        None if math.isnan(first) else _plain(first),
+                        render(rule.config, values, language),
+                    )
+                out[row].append(
+                    {
+                        "code": rule.code,
+                        "feature": feature,
+                        "group": rule.group,
+                        "value": found[0],
+                        "impact": None,
+                        "message": found[1],
+                        "severity": rule.severity,
+                        "escalated": escalates,
+                    }
+                )
         return out
 
 

@@ -3,16 +3,22 @@ same checks and the same results as the service."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
-from churnguard.predict import Predictor
+from churnguard.inputs import CheckedFrame
+from churnguard.predict import Predictor, ScoredBatch
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,19 @@ def read_chunks(path: Path, chunk_rows: int, categorical: Sequence[str]) -> Iter
         raise ValueError(f"{path}: unsupported input format '{suffix}' (use .parquet or .csv)")
 
 
+_END = object()
+
+
+def ahead(items: Iterator[T]) -> Iterator[T]:
+    """The items of `items`, the next one made in a thread while the caller works on this one: the
+    work that holds no GIL (Arrow, CatBoost, most of numpy) takes the core the Python work leaves."""
+    with ThreadPoolExecutor(1, thread_name_prefix="ahead") as worker:
+        pending = worker.submit(next, items, _END)
+        while (item := pending.result()) is not _END:
+            pending = worker.submit(next, items, _END)
+            yield item
+
+
 def count_rows(path: Path) -> int | None:
     if path.suffix.lower() in {".parquet", ".pq"}:
         import pyarrow.parquet as pq
@@ -107,8 +126,20 @@ class _ResultWriter:
         self._writer = None
         self._schema = None
         self._header = True
+        # Written behind: the next chunk is scored while this one is encoded and compressed.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="write-behind")
+        self._pending: Future | None = None
 
     def write(self, frame: pd.DataFrame) -> None:
+        self._wait()
+        self._pending = self._thread.submit(self._write, frame)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # a failed write raises here
+
+    def _write(self, frame: pd.DataFrame) -> None:
         if self.parquet:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -123,8 +154,12 @@ class _ResultWriter:
             self._header = False
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            self._wait()
+        finally:
+            self._thread.shutdown()
+            if self._writer is not None:
+                self._writer.close()
 
 
 def score_file(
@@ -150,6 +185,9 @@ def score_file(
         raise ValueError(f"{input_path}: input file not found")
     resolved = resolve_model(model_uri)
     predictor = Predictor.load(resolved.local_dir, resolved.version)
+    # The model and the libraries are loaded for good: kept out of the collector's full passes, which
+    # would otherwise walk their millions of objects again and again while the reasons are built.
+    gc.freeze()
     summary = ScoreSummary(model_uri, predictor.model_version, input_path, output_path)
     errors_path = output_path.with_name(output_path.name + ".errors.csv")
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,13 +196,21 @@ def score_file(
     error_header = True
     tiers: dict[str, int] = {}
     progress = tqdm(total=count_rows(input_path), unit="rows", desc="scoring", disable=None)
-    try:
+
+    def scored_chunks() -> Iterator[tuple[int, CheckedFrame, ScoredBatch | None]]:
         first_row = 1
         for chunk in read_chunks(input_path, chunk_rows, predictor.schema.categorical_names):
             chunk.index = pd.RangeIndex(len(chunk))  # in place: reset_index copies every column
             checked = predictor.rules.check_frame(chunk, first_row=first_row, allow_extra=True)
             first_row += len(chunk)
-            summary.rows_read += len(chunk)
+            valid = checked.only_valid()
+            yield len(chunk), checked, predictor.score_checked(valid, explain=explain) if len(valid) else None
+
+    try:
+        # Two stages: the next chunk is read, checked and scored (Arrow and CatBoost without the GIL)
+        # while this one's reasons are written out (Python).
+        for rows, checked, batch in ahead(scored_chunks()):
+            summary.rows_read += rows
             if checked.errors:
                 summary.rows_rejected += int((~checked.valid).sum())
                 ids = dict(zip(checked.row_numbers.tolist(), checked.customer_ids, strict=True))
@@ -177,11 +223,9 @@ def score_file(
                     }
                     for e in checked.errors
                 )
-            valid = checked.only_valid()
-            if len(valid):
-                batch = predictor.score_checked(valid, explain=explain)
+            if batch is not None:
                 frame = batch.to_frame(explain_columns=explain)
-                frame.insert(0, "row_number", valid.row_numbers)
+                frame.insert(0, "row_number", checked.row_numbers[checked.valid])
                 writer.write(frame)
                 summary.rows_scored += len(batch)
                 for tier, count in zip(*np.unique(batch.tier, return_counts=True), strict=True):
@@ -192,7 +236,7 @@ def score_file(
                 )
                 error_header = False
                 error_rows = []
-            progress.update(len(chunk))
+            progress.update(rows)
     finally:
         progress.close()
         writer.close()
