@@ -272,19 +272,36 @@ def scoring_rates(args, folder: Path, model: Path, env: dict[str, str], results:
     predictor = Predictor.load(model, "1")
     checked = predictor.rules.check_frame(rows, allow_extra=True)
     pool = Pool(checked.features, cat_features=predictor.cat_indices)
+    cores = os.cpu_count() or 1
     for _repeat in range(args.repeats):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         predictor.artifact.model.predict(pool, prediction_type="RawFormulaVal", thread_count=-1)
-        raw = len(rows) / (time.perf_counter() - started)
+        raw_seconds, raw_cpu = time.perf_counter() - started, time.process_time() - cpu
+        raw = len(rows) / raw_seconds
         started = time.perf_counter()
         predictor.explainer.explain(pool, -1)
         explained = len(rows) / (time.perf_counter() - started)
-        # The floor under `score`: only reading the file into frames, as it does, chunk by chunk.
-        started = time.perf_counter()
-        for _ in read_chunks(path, 100_000, predictor.schema.categorical_names):
-            pass
-        read_only = len(rows) / (time.perf_counter() - started)
+        # The floor under `score`: reading the file into frames and checking them, as it does, chunk
+        # by chunk. With every core busy, score without reasons can go no faster than the CPU time of
+        # reading, checking and predicting spread over all cores.
+        started, cpu = time.perf_counter(), time.process_time()
+        chunks = list(read_chunks(path, 100_000, predictor.schema.categorical_names))
+        read_seconds, read_cpu = time.perf_counter() - started, time.process_time() - cpu
+        cpu = time.process_time()
+        for chunk in chunks:
+            predictor.rules.check_frame(chunk, allow_extra=True)
+        check_cpu = time.process_time() - cpu
+        del chunks
+        read_only = len(rows) / read_seconds
+        floor = max(read_seconds, (read_cpu + check_cpu + raw_cpu) / cores)
         results.setdefault("score_read_only_over_raw", []).append(read_only / raw)
+        results.setdefault("score_ceiling_over_raw", []).append(raw_seconds / floor)
+        print(
+            f"  CPU s per {len(rows):,} rows: read {read_cpu:.2f}, check {check_cpu:.2f}, raw predict "
+            f"{raw_cpu:.2f} ({raw_seconds:.2f} s on {cores} cores): score without reasons can reach at "
+            f"most {raw_seconds / floor:.2f}x raw",
+            flush=True,
+        )
         startup = run_measured(
             [
                 "score",
