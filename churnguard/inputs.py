@@ -298,10 +298,14 @@ class InputRules:
                     if beyond.any():
                         flag_codes.append((beyond, {"code": "outside_training_range", "field": spec.name}))
                 block[:, block_column[spec.name]] = numbers
-        flags: list[list[dict]] = [[] for _ in range(rows)] if flag_codes else [_NO_FLAGS] * rows
+        # A list of its own only for a row with flags: most rows share the one empty list.
+        flags: list[list[dict]] = [_NO_FLAGS] * rows
         for mask, flag in flag_codes:
             for position in np.flatnonzero(mask).tolist():
-                flags[position].append(flag)
+                if flags[position] is _NO_FLAGS:
+                    flags[position] = [flag]
+                else:
+                    flags[position].append(flag)
         errors.sort(key=lambda error: error.row if error.row is not None else -1)
         coerced = pd.DataFrame(block, index=pd.RangeIndex(rows), columns=numeric_names, copy=False)
         for position, spec in enumerate(self.specs):  # categories into their schema places, in order
