@@ -29,6 +29,7 @@ from churnguard.live import LiveFeatures
 from churnguard.predict import Predictor
 from churnguard.prediction_log import PredictionLog
 from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN
+from churnguard.score_file import frozen_heap
 from churnguard.store.events import EventStore
 from churnguard.store.intake import CHURN, SIGNUP
 
@@ -113,7 +114,10 @@ def daily_pass(
     history = LoggedHistory(prediction_log) if prediction_log is not None else None
     by_id = customers.set_index(ID_COLUMN, drop=False)
 
-    with tqdm(total=len(ids), unit="customers", desc=f"daily {day}", disable=not progress or None) as bar:
+    with (
+        frozen_heap(),
+        tqdm(total=len(ids), unit="customers", desc=f"daily {day}", disable=not progress or None) as bar,
+    ):
         for number, chunk in enumerate(chunks):
             part = parts_dir / f"part-{number:05d}.parquet"
             request_id = f"{prefix}{number:05d}"

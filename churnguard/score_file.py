@@ -3,6 +3,7 @@ same checks and the same results as the service."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -97,6 +98,18 @@ def read_chunks(path: Path, chunk_rows: int, categorical: Sequence[str]) -> Iter
 _END = object()
 
 
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """What is loaded by now (the libraries, the model) kept out of the collector's passes while a long
+    batch runs: full passes would walk those millions of objects again and again while the batch makes
+    its own (2.3-2.7 s of 300,000 rows scored with reasons)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def ahead(items: Iterator[T]) -> Iterator[T]:
     """The items of `items`, the next one made in a thread while the caller works on this one: the
     work that holds no GIL (Arrow, CatBoost, most of numpy) takes the core the Python work leaves."""
@@ -185,9 +198,6 @@ def score_file(
         raise ValueError(f"{input_path}: input file not found")
     resolved = resolve_model(model_uri)
     predictor = Predictor.load(resolved.local_dir, resolved.version)
-    # The model and the libraries are loaded for good: kept out of the collector's full passes, which
-    # would otherwise walk their millions of objects again and again while the reasons are built.
-    gc.freeze()
     summary = ScoreSummary(model_uri, predictor.model_version, input_path, output_path)
     errors_path = output_path.with_name(output_path.name + ".errors.csv")
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,36 +217,37 @@ def score_file(
             yield len(chunk), checked, predictor.score_checked(valid, explain=explain) if len(valid) else None
 
     try:
-        # Two stages: the next chunk is read, checked and scored (Arrow and CatBoost without the GIL)
-        # while this one's reasons are written out (Python).
-        for rows, checked, batch in ahead(scored_chunks()):
-            summary.rows_read += rows
-            if checked.errors:
-                summary.rows_rejected += int((~checked.valid).sum())
-                ids = dict(zip(checked.row_numbers.tolist(), checked.customer_ids, strict=True))
-                error_rows.extend(
-                    {
-                        "row_number": e.row,
-                        "customer_id": ids.get(e.row, ""),
-                        "field": e.field,
-                        "message": e.message,
-                    }
-                    for e in checked.errors
-                )
-            if batch is not None:
-                frame = batch.to_frame(explain_columns=explain)
-                frame.insert(0, "row_number", checked.row_numbers[checked.valid])
-                writer.write(frame)
-                summary.rows_scored += len(batch)
-                for tier, count in zip(*np.unique(batch.tier, return_counts=True), strict=True):
-                    tiers[str(tier)] = tiers.get(str(tier), 0) + int(count)
-            if error_rows:
-                pd.DataFrame(error_rows).to_csv(
-                    errors_path, mode="w" if error_header else "a", header=error_header, index=False
-                )
-                error_header = False
-                error_rows = []
-            progress.update(rows)
+        with frozen_heap():
+            # Two stages: the next chunk is read, checked and scored (Arrow and CatBoost without the GIL)
+            # while this one's reasons are written out (Python).
+            for rows, checked, batch in ahead(scored_chunks()):
+                summary.rows_read += rows
+                if checked.errors:
+                    summary.rows_rejected += int((~checked.valid).sum())
+                    ids = dict(zip(checked.row_numbers.tolist(), checked.customer_ids, strict=True))
+                    error_rows.extend(
+                        {
+                            "row_number": e.row,
+                            "customer_id": ids.get(e.row, ""),
+                            "field": e.field,
+                            "message": e.message,
+                        }
+                        for e in checked.errors
+                    )
+                if batch is not None:
+                    frame = batch.to_frame(explain_columns=explain)
+                    frame.insert(0, "row_number", checked.row_numbers[checked.valid])
+                    writer.write(frame)
+                    summary.rows_scored += len(batch)
+                    for tier, count in zip(*np.unique(batch.tier, return_counts=True), strict=True):
+                        tiers[str(tier)] = tiers.get(str(tier), 0) + int(count)
+                if error_rows:
+                    pd.DataFrame(error_rows).to_csv(
+                        errors_path, mode="w" if error_header else "a", header=error_header, index=False
+                    )
+                    error_header = False
+                    error_rows = []
+                progress.update(rows)
     finally:
         progress.close()
         writer.close()
