@@ -1,4 +1,5 @@
-"""Who hears about an alert, how, in which language and by when: configs/alerts.yaml.
+"""Who hears about an alert, how, in which language and by when: configs/alerts.yaml. When an alert is
+raised (triggers, cool-down, daily cap) is the scoring policy's: configs/scoring.yaml `alerts:`.
 
 An owner (the customer's `account_owner`) may have an entry of their own and may belong to a team;
 what the owner's entry does not say comes from the team, then from the top level. A manager is routed
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
+from churnguard.alerting import POLICY_KEYS, AlertPolicy
 from churnguard.config import ConfigError, StrictModel, deep_merge, env_overrides, read_yaml, validate
 from churnguard.settings import config_dir
 
@@ -68,12 +70,6 @@ class RecipientConfig(StrictModel):
     daily_cap: int | None = Field(None, ge=0)
 
 
-class TriggerConfig(StrictModel):
-    enter_high: bool = Field(True, description="the customer enters the high tier")
-    rise_by_tier: bool = Field(True, description="the tier rises against the customer's last scored tier")
-    critical_rule: bool = Field(True, description="a critical rule fires")
-
-
 class DeliveryConfig(StrictModel):
     timeout_seconds: float = Field(5.0, gt=0)
     max_attempts: int = Field(8, ge=1, description="tries before a delivery is a dead letter")
@@ -86,10 +82,10 @@ class DeliveryConfig(StrictModel):
 
 class AlertsConfig(StrictModel):
     enabled: bool = True
-    triggers: TriggerConfig = TriggerConfig()
-    cooldown_days: float = Field(14.0, ge=0, description="after a resolution, no new alert for this long")
+    # Not read from this file: the triggers, cool-down and daily cap of configs/scoring.yaml `alerts:`,
+    # filled in by load_alerts_config.
+    policy: AlertPolicy = AlertPolicy()
     sla_hours: float = Field(24.0, gt=0, description="acknowledge within this, or the manager hears")
-    daily_cap: int = Field(20, ge=0, description="alerts per owner per day; the rest go in one digest")
     language: Language = "en"
     top_reasons: int = Field(3, ge=1, le=10)
     link: str | None = Field(None, description="where to act, e.g. https://cs.example/alerts/{alert_id}")
@@ -138,7 +134,7 @@ class AlertsConfig(StrictModel):
             manager=pick("manager", None),  # type: ignore[arg-type]
             email=pick("email", None),  # type: ignore[arg-type]
             sla_hours=float(pick("sla_hours", self.sla_hours)),  # type: ignore[arg-type]
-            daily_cap=int(pick("daily_cap", self.daily_cap)),  # type: ignore[arg-type]
+            daily_cap=int(pick("daily_cap", self.policy.daily_cap)),  # type: ignore[arg-type]
         )
 
 
@@ -158,11 +154,23 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or config_dir() / "alerts.yaml")
 
 
-def load_alerts_config(path: Path | None = None) -> AlertsConfig:
+def load_alerts_config(path: Path | None = None, policy: AlertPolicy | None = None) -> AlertsConfig:
+    """Routing from `path` (configs/alerts.yaml); the triggers from `policy`, else configs/scoring.yaml."""
     path = path or config_path()
     # Overrides are CHURNGUARD_ALERTS__* whatever the file is called.
     data = deep_merge(read_yaml(path), env_overrides("CHURNGUARD_ALERTS"))
-    return validate(AlertsConfig, data, str(path))
+    moved = [key for key in (*POLICY_KEYS, "triggers", "policy") if key in data]
+    if moved:
+        raise ConfigError(
+            f"{path}: {', '.join(moved)} moved to configs/scoring.yaml under `alerts:` "
+            f"({', '.join(POLICY_KEYS)}; override with CHURNGUARD_SCORING__ALERTS__<KEY>); "
+            "this file keeps the routing and channels (an owner or team may still set daily_cap)"
+        )
+    if policy is None:
+        from churnguard.scoring import load_scoring_config
+
+        policy = load_scoring_config().alerts
+    return validate(AlertsConfig, {**data, "policy": policy.model_dump()}, str(path))
 
 
 def secret(variable: str) -> str:

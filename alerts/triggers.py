@@ -1,6 +1,6 @@
 """When an alert is raised, from the daily pass's snapshot (the handoff: `DailySummary.snapshot`).
 
-A scored customer triggers when they (configs/alerts.yaml, `triggers:`):
+A scored customer triggers when they (configs/scoring.yaml, `alerts:`):
 - enter the high tier: high today, not high in the previous snapshot (or no previous one);
 - rise by a tier against their last scored tier (the latest earlier snapshot of the same model);
 - fire a `critical` rule (a reason with that severity).
@@ -29,8 +29,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from alerts.messages import compose
-from alerts.routing import AlertsConfig, Route, TriggerConfig
+from alerts.routing import AlertsConfig, Route
 from alerts.store import AlertStore, Cursor
+from churnguard.alerting import AlertPolicy
 from churnguard.schema import ID_COLUMN
 from churnguard.tiers import TIER_RANK, tier_ranks
 
@@ -89,7 +90,7 @@ def critical_rules(reasons: pd.Series) -> list[list[str]]:
     return out
 
 
-def detect(snapshot: pd.DataFrame, previous: pd.DataFrame | None, triggers: TriggerConfig) -> pd.DataFrame:
+def detect(snapshot: pd.DataFrame, previous: pd.DataFrame | None, triggers: AlertPolicy) -> pd.DataFrame:
     """The snapshot with `previous_tier` and `triggers` (a list per customer, empty when none)."""
     frame = snapshot.reset_index(drop=True).copy()
     if previous is not None:
@@ -151,7 +152,7 @@ def raise_alerts(
     summary.scored = len(snapshot)
     earlier = previous_snapshot(snapshot_path)
     previous = pd.read_parquet(earlier, columns=[ID_COLUMN, "alert_tier"]) if earlier else None
-    frame = detect(snapshot, previous, config.triggers)
+    frame = detect(snapshot, previous, config.policy)
     triggered = frame[frame["triggers"].map(len) > 0]
     summary.triggered = len(triggered)
 
@@ -163,7 +164,7 @@ def raise_alerts(
     fresh = triggered[~triggered[ID_COLUMN].isin(list(unresolved))]
     with store.transaction() as cursor:
         resolved_at = store.last_resolved(cursor, fresh[ID_COLUMN].tolist())
-    cooldown = config.cooldown_days * 86400.0
+    cooldown = config.policy.cooldown_days * 86400.0
     cooling = fresh[ID_COLUMN].map(lambda c: c in resolved_at and now - resolved_at[c] < cooldown)
     summary.cooling_down = int(cooling.sum())
     fresh = fresh[~cooling.to_numpy(dtype=bool)]

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from churnguard.alerting import AlertPolicy
 from churnguard.config import StrictModel, load_named
 from churnguard.feedback import FeedbackConfig
 from churnguard.rules import EscalationConfig, RuleConfig, check_rule_names
@@ -74,6 +75,8 @@ class ScoringConfig(StrictModel):
     value: ValueConfig = ValueConfig()
     worklist: WorklistConfig = WorklistConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    # When the daily pass raises an alert (routing and channels: configs/alerts.yaml).
+    alerts: AlertPolicy = AlertPolicy()
 
     @model_validator(mode="after")
     def _rule_codes(self) -> ScoringConfig:

@@ -23,6 +23,7 @@ from alerts.receiver import WebhookReceiver
 from alerts.routing import AlertsConfig, load_alerts_config
 from alerts.store import AlertStore
 from alerts.triggers import raise_alerts
+from churnguard.alerting import POLICY_KEYS, AlertPolicy
 from churnguard.feedback import load_outcomes
 from churnguard.settings import PROJECT_ROOT
 
@@ -61,11 +62,13 @@ def make_config(tmp: Path, **overrides: Any) -> tuple[AlertsConfig, Path]:
         "delivery": {"timeout_seconds": 0.5, "backoff_seconds": 0.05, "backoff_max_seconds": 0.4,
                      "max_attempts": 1000, "lease_seconds": 1.0},
     }  # fmt: skip
+    # The triggers, cool-down and daily cap are configs/scoring.yaml's (`alerts:`), not this file's.
+    policy = AlertPolicy(**{key: overrides.pop(key) for key in POLICY_KEYS if key in overrides})
     for key, value in overrides.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) and key in data else value
     path = tmp / "alerts.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
-    return load_alerts_config(path), path
+    return load_alerts_config(path, policy), path
 
 
 @pytest.fixture(autouse=True)
@@ -422,3 +425,32 @@ def test_alerts_and_outbox_on_postgresql(tmp_path: Path) -> None:
             transition(store, alert_id, "acknowledge")
         store.close()
     assert len(receiver.alerts) == 1 and [m["kind"] for m in receiver.messages.values()].count("digest") == 1
+
+
+def test_triggers_are_set_in_scoring_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from churnguard.config import ConfigError
+    from churnguard.scoring import load_scoring_config
+
+    shipped = load_alerts_config()  # configs/alerts.yaml routes; configs/scoring.yaml says when
+    assert shipped.policy == load_scoring_config().alerts
+    assert shipped.policy.daily_cap == 20 and shipped.policy.cooldown_days == 14
+    monkeypatch.setenv("CHURNGUARD_SCORING__ALERTS__DAILY_CAP", "3")
+    monkeypatch.setenv("CHURNGUARD_SCORING__ALERTS__ENTER_HIGH", "false")
+    overridden = load_alerts_config()
+    assert overridden.policy.daily_cap == 3 and overridden.route("anyone").daily_cap == 3
+    assert not overridden.policy.enter_high and overridden.policy.rise_by_tier
+    # An owner's own cap (routing, in alerts.yaml) still wins over the policy's.
+    config, path = make_config(tmp_path, owners={"Bo Chen": {"daily_cap": 7}}, daily_cap=2)
+    assert config.route("Bo Chen").daily_cap == 7 and config.route("Ana Lima").daily_cap == 2
+    # The old places are refused, naming the new one, not silently ignored.
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, "daily_cap": 5, "triggers": {"enter_high": False}}))
+    with pytest.raises(ConfigError, match=r"daily_cap, triggers moved to configs/scoring.yaml"):
+        load_alerts_config(path)
+    monkeypatch.setenv("CHURNGUARD_ALERTS__COOLDOWN_DAYS", "3")
+    with pytest.raises(ConfigError, match=r"cooldown_days moved to configs/scoring\.yaml"):
+        load_alerts_config()
+    monkeypatch.delenv("CHURNGUARD_ALERTS__COOLDOWN_DAYS")
+    monkeypatch.setenv("CHURNGUARD_SCORING__ALERTS__DAILY_CAP", "-1")
+    with pytest.raises(ConfigError, match=r"scoring.yaml.*\n.*alerts.daily_cap"):
+        load_alerts_config()

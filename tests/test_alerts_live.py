@@ -41,11 +41,15 @@ def alerted(world: LiveWorld, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "default_channels": ["hub"],
             "language": "zh",  # every owner but one reads Chinese
             "owners": {owners[0]: {"language": "en"}},
-            "daily_cap": 2,
         }
         path = folder / "alerts.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
-        env = {**world.environment(), "CHURNGUARD_ALERTS_CONFIG": str(path)}
+        # The daily cap is the scoring policy's (configs/scoring.yaml `alerts:`), set by its override.
+        env = {
+            **world.environment(),
+            "CHURNGUARD_ALERTS_CONFIG": str(path),
+            "CHURNGUARD_SCORING__ALERTS__DAILY_CAP": "2",
+        }
         last = world.table.frame[OBSERVATION_COLUMN].max()
         days = [f"{last - pd.Timedelta(days=1):%Y-%m-%d}", f"{last:%Y-%m-%d}"]
         runs = []
