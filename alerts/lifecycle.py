@@ -4,7 +4,8 @@ Allowed moves (anything else is a `TransitionNotAllowed`, a 409 in the API):
 - acknowledge: from open;
 - start: from open or acknowledged (starting the work acknowledges it, if nobody had);
 - resolve: from acknowledged or in_progress, with an outcome (saved, churned, false_alarm), a churn
-  reason for a churned customer from the outcomes vocabulary (churnguard.feedback) and a note.
+  reason from the outcomes vocabulary (churnguard.feedback: required for a churned customer, optional
+  for a saved one, what put them at risk; none for a false alarm) and a note.
 An open alert cannot be resolved unseen: someone must at least acknowledge it first.
 
 Resolving writes the outcome into the outcomes store (`<state>/outcomes/`), so `churnguard outcomes
@@ -85,8 +86,14 @@ def check_resolution(outcome: object, churn_reason: object = None, note: object 
         raise BadResolution(
             "churn_reason", f"a churned customer needs one of {', '.join(REASON_TAGS)}, got {got}"
         )
-    if kind != "churned" and reason is not None:
-        raise BadResolution("churn_reason", f"only churned customers carry a churn reason, not {kind}")
+    if kind == "saved" and reason is not None and reason not in REASON_TAGS:
+        raise BadResolution(
+            "churn_reason",
+            f"a saved customer's reason (what put them at risk) must be one of {', '.join(REASON_TAGS)}, "
+            f"got {churn_reason!r}",
+        )
+    if kind == "false_alarm" and reason is not None:
+        raise BadResolution("churn_reason", "a false alarm carries no churn reason")
     if note is not None and not isinstance(note, str):
         raise BadResolution("note", f"expected text, got {type(note).__name__}")
     if isinstance(note, str) and len(note) > MAX_NOTE:

@@ -199,6 +199,11 @@ class AlertStore:
             [*params, limit, offset],
         )
 
+    def open_alerts(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each customer's unresolved alert (at most one), by customer id (the worklist shows them)."""
+        with self.transaction() as cursor:
+            return self.unresolved_by_customer(cursor, customer_ids)
+
     def unresolved_by_customer(self, cursor: Cursor, customer_ids: Sequence[str]) -> dict[str, dict]:
         return {row["customer_id"]: row for row in self._in(cursor, "state <> 'resolved'", customer_ids)}
 

@@ -302,10 +302,11 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from churnguard.feedback import format_report, ingest, load_outcomes, outcome_report
+    from churnguard.feedback import format_report, ingest, load_outcomes, outcome_report, report_sections
     from churnguard.prediction_log import read_predictions
     from churnguard.scoring import load_scoring_config
     from churnguard.settings import state_dir
+    from monitoring.html import write_report_page
 
     state = state_dir()
     if args.action == "ingest":
@@ -315,19 +316,51 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
             raise UsageError("outcomes ingest needs FILE: a CSV or Parquet file of outcomes")
         print(ingest(Path(args.file), state).format())
     outcomes = load_outcomes(state)
-    if outcomes.empty:
+    measures = _alert_measures(args.store)
+    if outcomes.empty and measures is None:
         print("no outcomes stored yet: ingest some with `churnguard outcomes ingest FILE`")
         return 0
-    config = load_scoring_config().feedback
-    # Only the alerts that can match an outcome: from the lookback before the earliest one.
-    since = pd.Timestamp(outcomes["outcome_date"].min(), tz="UTC") - pd.Timedelta(days=config.lookback_days)
-    report = outcome_report(outcomes, read_predictions(since.to_pydatetime()), config)
+    report: dict = {"outcomes": 0}
+    sections: list = []
+    if outcomes.empty:
+        print("no outcomes stored yet: ingest some with `churnguard outcomes ingest FILE`")
+    else:
+        config = load_scoring_config().feedback
+        # Only the alerts that can match an outcome: from the lookback before the earliest one.
+        since = pd.Timestamp(outcomes["outcome_date"].min(), tz="UTC") - pd.Timedelta(
+            days=config.lookback_days
+        )
+        report = outcome_report(outcomes, read_predictions(since.to_pydatetime()), config)
+        print(format_report(report))
+        sections += report_sections(report)
+    if measures is not None:
+        from alerts.measures import MEASURE_HEADERS, format_measures, measure_rows, public
+
+        report["alert_measures"] = public(measures)
+        print(format_measures(measures))
+        sections.append(("Alerts: time to act, save rate, SLA", MEASURE_HEADERS, measure_rows(measures)))
     out = Path(args.out) if args.out else state / "outcomes" / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(format_report(report))
-    print(f"  JSON report {out}")
+    page = write_report_page(out.with_suffix(".html"), "churnguard: outcomes of alerts", sections)
+    print(f"  JSON report {out}\n  HTML report {page}")
     return 0
+
+
+def _alert_measures(url: str | None) -> dict | None:
+    """The alert measures of the store at `url` (the event store's by default); None without alerts."""
+    from alerts.measures import measures_from_store
+    from alerts.store import AlertStore
+    from churnguard.store.events import default_url
+
+    url = url or default_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///").split("?")[0]).is_file():
+        return None  # no store yet: do not create one just to report on it
+    store = AlertStore.open(url)
+    try:
+        return measures_from_store(store)
+    finally:
+        store.close()
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -542,7 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         help="CSV or Parquet: customer_id, outcome (saved|churned|false_alarm), outcome_date, churn_reason",
     )
-    outcomes.add_argument("--out", help="JSON report file (default: <state>/outcomes/report.json)")
+    outcomes.add_argument(
+        "--out", help="JSON report file, the HTML beside it (default: <state>/outcomes/report.json)"
+    )
+    outcomes.add_argument(
+        "--store", help="event store URL, which holds the alerts to measure (default: <state>/events.db)"
+    )
 
     alerts = command(
         "alerts", cmd_alerts, "alerts to account owners: list, acknowledge, start, resolve, deliver, escalate"

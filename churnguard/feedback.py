@@ -5,7 +5,8 @@
 - `outcome`: saved, churned or false_alarm ("false alarm" and any case are accepted);
 - `outcome_date`: when it happened (the churn date for a churned customer);
 - `churn_reason`: for a churned customer, one of price, service, product_gap, competitor,
-  contact_change, budget, other; left empty for the other outcomes.
+  contact_change, budget, other; for a saved customer, optionally the one that put them at risk
+  (the review wants to know what was saved from what); empty for a false alarm.
 A file with any bad row is refused whole, every bad row named; nothing is half-stored. Outcomes
 are kept in `<state>/outcomes/outcomes.parquet`, one per (customer, outcome date), the latest
 ingest winning.
@@ -127,8 +128,13 @@ def read_outcome_file(path: Path) -> pd.DataFrame:
                 f"row {row}, churn_reason: a churned customer needs one of "
                 f"{', '.join(REASON_TAGS)}, got {got}"
             )
-        elif kind in {"saved", "false_alarm"} and tag is not None:
-            errors.append(f"row {row}, churn_reason: only churned customers carry a churn reason, not {kind}")
+        elif kind == "saved" and tag is not None and tag not in REASON_TAGS:
+            errors.append(
+                f"row {row}, churn_reason: a saved customer's reason (what put them at risk) must be one "
+                f"of {', '.join(REASON_TAGS)}, got {raw['churn_reason'].iloc[position]!r}"
+            )
+        elif kind == "false_alarm" and tag is not None:
+            errors.append(f"row {row}, churn_reason: a false alarm carries no churn reason")
     if errors:
         listed = "\n  ".join(errors[:MAX_LISTED_ERRORS])
         more = f"\n  (and {len(errors) - MAX_LISTED_ERRORS} more)" if len(errors) > MAX_LISTED_ERRORS else ""
@@ -137,7 +143,7 @@ def read_outcome_file(path: Path) -> pd.DataFrame:
         {
             ID_COLUMN: ids.astype(str),
             "outcome": outcome.astype(str),
-            "churn_reason": reason.where(outcome == "churned", None).astype(object),
+            "churn_reason": reason.where(outcome.isin(["churned", "saved"]), None).astype(object),
             "outcome_date": dates.dt.tz_localize(None),
         }
     )
@@ -308,6 +314,38 @@ def format_report(report: dict) -> str:
     silent = report["not_alerted"]
     lines.append("  not alerted: " + ", ".join(f"{kind} {count}" for kind, count in silent.items()))
     return "\n".join(lines)
+
+
+OUTCOME_HEADERS = [
+    "alerts of", "alerts", "precision", "saved", "churned", "false alarms", "median lead", "churn reasons",
+]  # fmt: skip
+
+
+def report_sections(report: dict) -> list[tuple[str, list[str], list[list[object]]]]:
+    """The report as titled tables (the HTML page): overall and per tier, per rule, not alerted."""
+
+    def row(name: str, part: dict) -> list[object]:
+        lead = part["lead_time_days"]["median"]
+        return [
+            name,
+            part["alerts"],
+            "n/a" if part["precision"] is None else f"{part['precision']:.0%}",
+            part["saved"],
+            part["churned"],
+            part["false_alarm"],
+            "n/a" if lead is None else f"{lead:g} days",
+            ", ".join(f"{tag} {count}" for tag, count in part["churn_reasons"].items()) or "none",
+        ]
+
+    tiers = [row("all alerts", report["overall"])]
+    tiers += [row(f"tier {tier}", part) for tier, part in report["per_tier"].items()]
+    rules = [row(rule, part) for rule, part in report["per_rule"].items()]
+    silent = [[kind, count] for kind, count in report["not_alerted"].items()]
+    return [
+        (f"Outcomes ({report['outcomes']:,}): alert precision and lead time", OUTCOME_HEADERS, tiers),
+        ("Per rule", OUTCOME_HEADERS, rules),
+        ("Outcomes with no alert in the prediction log", ["outcome", "customers"], silent),
+    ]
 
 
 # ------------------------------------------------------------------------------------------- labels

@@ -7,11 +7,18 @@ matrix, 1 first), then alert tier, value score and churn probability, highest fi
 are the rule hits and the drivers that raise the risk. Logged rows the model cannot score (say,
 logged for an older model with other features) are not dropped silently: they come back under
 `skipped` with the field that stops them.
+
+Each customer also shows their open alert, if any (`alert`: id, state, tier, when it is due), so the
+list says who is already being handled: `open_alerts` looks them up (the service passes the alert
+store's; churnguard/ does not import alerts/). Without it, or when it answers None (the store is
+down), `alert` is null and `alerts_known` false.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +30,10 @@ from churnguard.rules import Language
 from churnguard.schema import ID_COLUMN
 from churnguard.tiers import TIER_RANK
 from churnguard.value import WorklistConfig
+
+# The open alert of each listed customer, by id: the alert store's rows (see alerts/store.py).
+OpenAlerts = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]] | None]
+ALERT_FIELDS = ("alert_id", "state", "tier", "due_at", "raised_day")
 
 
 class WorklistError(UsageError):
@@ -56,6 +67,7 @@ def build_worklist(
     config: WorklistConfig,
     request: WorklistRequest,
     history: ScoreHistory | None = None,
+    open_alerts: OpenAlerts | None = None,
 ) -> dict[str, object]:
     """The worklist as a JSON-ready dict (see the module docstring); `logged` as PredictionLog.read."""
     owner_feature = config.owner_feature
@@ -69,7 +81,12 @@ def build_worklist(
     latest = latest_inputs(logged)
     if request.owner is not None and len(latest):
         latest = latest[latest[owner_feature].astype(str).to_numpy() == request.owner].reset_index(drop=True)
-    header = {"owner": request.owner, "model_version": predictor.model_version, "lang": request.language}
+    header = {
+        "owner": request.owner,
+        "model_version": predictor.model_version,
+        "lang": request.language,
+        "alerts_known": open_alerts is not None,
+    }
     if latest.empty:
         return {**header, "count": 0, "customers": [], "skipped": []}
 
@@ -112,7 +129,13 @@ def build_worklist(
             }
         )
     entries.sort(key=_urgency)
-    return {**header, "count": len(entries), "customers": entries[: request.limit], "skipped": skipped}
+    listed = entries[: request.limit]
+    alerts = open_alerts([entry["customer_id"] for entry in listed]) if open_alerts is not None else None
+    header["alerts_known"] = alerts is not None  # None: the alert store could not say
+    for entry in listed:
+        alert = (alerts or {}).get(entry["customer_id"])
+        entry["alert"] = None if alert is None else {key: alert[key] for key in ALERT_FIELDS if key in alert}
+    return {**header, "count": len(entries), "customers": listed, "skipped": skipped}
 
 
 def _urgency(entry: dict) -> tuple:

@@ -63,3 +63,16 @@ def page(title: str, body: str) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='UTF-8'>"
         f"<title>{escape(title)}</title></head><body>{body}</body></html>"
     )
+
+
+def write_report_page(
+    path: Path, title: str, sections: Sequence[tuple[str, Sequence[str], Sequence[Sequence[object]]]]
+) -> Path:
+    """A plain page of titled tables (the outcomes report)."""
+    body = [f"<div style='{STYLE}'><h2 style='margin:0 0 6px 0'>{escape(title)}</h2>"]
+    for heading, headers, rows in sections:
+        body.append(f"<h3>{escape(heading)}</h3>{table(headers, rows)}")
+    body.append("</div>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page(title, "".join(body)), encoding="utf-8")
+    return path

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -64,6 +65,42 @@ def alert_store() -> AlertStore:
 
             _store = AlertStore.open(load_service_config().event_store.url)
         return _store
+
+
+def open_alerts_or_none(customer_ids: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+    """Open alerts for the worklist; None (unknown) when the alert store is down, rather than fail it."""
+    try:
+        return alert_store().open_alerts(customer_ids)
+    except STORE_ERRORS as exc:
+        log.error("alert store unavailable, the worklist goes without open alerts: %s", exc)
+        return None
+
+
+METRICS_SECONDS = 10.0  # a scrape reads every alert: reuse the answer this long
+_metrics_lock = threading.Lock()
+_metrics: tuple[float, str] | None = None
+
+
+def alert_metrics() -> str:
+    """The alert measures (time to acknowledge and resolve, save rate, open past SLA) as Prometheus text.
+
+    BentoML answers /metrics from the multiprocess files of its workers' prometheus_client metrics,
+    so a collector registered in one worker would never reach it. These measures are a view of the
+    shared alert store, not of one process, so the service's `__metrics__` hook appends them: any
+    worker gives the same answer, and a restarted worker loses nothing."""
+    global _metrics
+    from alerts.measures import measures_from_store, prometheus_text
+
+    with _metrics_lock:
+        if _metrics is not None and time.monotonic() - _metrics[0] < METRICS_SECONDS:
+            return _metrics[1]
+        try:
+            text = prometheus_text(measures_from_store(alert_store()))
+        except STORE_ERRORS as exc:
+            log.error("alert store unavailable, /metrics goes without the alert measures: %s", exc)
+            return "# churnguard: the alert store is unavailable; no alert measures\n"
+        _metrics = (time.monotonic(), text)
+        return text
 
 
 def _bad(field: str, message: str) -> Rejected:

@@ -45,6 +45,7 @@ from churnguard.scoring import load_scoring_config
 from churnguard.store.events import STORE_ERRORS, EventStore
 from churnguard.tracking import RegistryUnavailable, ResolvedModel, resolve_model_for_serving
 from churnguard.value import WorklistConfig
+from service.alert_routes import alert_metrics, open_alerts_or_none
 from service.alert_routes import router as alert_router
 from service.config import (
     MODEL_DIR_ENV,
@@ -340,6 +341,10 @@ class ChurnService:
     def __is_ready__(self) -> bool:
         return self.holder.current is not None
 
+    def __metrics__(self, content: str) -> str:
+        """BentoML's /metrics text, with the alert measures of the shared alert store after it."""
+        return content + alert_metrics()
+
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=Prediction)
     async def predict(self, customer: _Parsed, explain: bool = True, lang: str = "en") -> Response:
         """Score one customer: its features, `{"customer": {...}, "explain": true, "lang": "en"}`, or its
@@ -516,7 +521,8 @@ async def worklist(request: Request) -> Response:
 
     def build() -> dict[str, Any]:
         logged = prediction_log.read(since)
-        return build_worklist(served.predictor, logged, config, asked, LoggedHistory(prediction_log))
+        history = LoggedHistory(prediction_log)
+        return build_worklist(served.predictor, logged, config, asked, history, open_alerts_or_none)
 
     try:
         body = await anyio.to_thread.run_sync(build)

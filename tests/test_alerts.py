@@ -17,7 +17,14 @@ import pytest
 import yaml
 
 from alerts.escalation import escalate_overdue
-from alerts.lifecycle import BadResolution, TransitionNotAllowed, UnknownAlert, check_resolution, transition
+from alerts.lifecycle import (
+    BadResolution,
+    Resolution,
+    TransitionNotAllowed,
+    UnknownAlert,
+    check_resolution,
+    transition,
+)
 from alerts.outbox import deliver, retry_dead
 from alerts.receiver import WebhookReceiver
 from alerts.routing import AlertsConfig, load_alerts_config
@@ -214,10 +221,15 @@ def test_lifecycle_moves_and_refusals(tmp_path: Path) -> None:
         transition(store, 999, "acknowledge")
     for args, field in [(("maybe",), "outcome"), (("churned",), "churn_reason"),
                         (("churned", "weather"), "churn_reason"),
-                        (("saved", "price"), "churn_reason"), (("saved", None, 5), "note")]:  # fmt: skip
+                        (("false_alarm", "price"), "churn_reason"), (("saved", "weather"), "churn_reason"),
+                        (("saved", None, 5), "note")]:  # fmt: skip
         with pytest.raises(BadResolution) as caught:
             check_resolution(*args)
         assert caught.value.field == field
+    # A saved customer may say what put them at risk, from the same vocabulary.
+    assert check_resolution("saved", "Price", "discount agreed") == Resolution(
+        "saved", "price", "discount agreed"
+    )
 
 
 def test_unacknowledged_alerts_escalate_to_the_manager_once(tmp_path: Path) -> None:
@@ -454,3 +466,82 @@ def test_triggers_are_set_in_scoring_yaml(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("CHURNGUARD_SCORING__ALERTS__DAILY_CAP", "-1")
     with pytest.raises(ConfigError, match=r"scoring.yaml.*\n.*alerts.daily_cap"):
         load_alerts_config()
+
+
+def test_measures_from_a_store_with_known_times(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from alerts.measures import measures_from_store, prometheus_text
+    from churnguard.cli import main
+
+    config, _ = make_config(tmp_path)  # sla_hours 24
+    store = open_store(tmp_path)
+    raised = 1_000_000.0
+    rows = [snapshot_row("A", "high"), snapshot_row("B", "high", critical="payment_overdue"),
+            snapshot_row("C", "high"), snapshot_row("D", "high")]  # fmt: skip
+    owners = {"A": "Ana Lima", "B": "Ana Lima", "C": "Bo Chen", "D": "Bo Chen"}
+    raise_alerts(store, config, write_snapshot(tmp_path / "d" / "m", DAY, rows), owners, "m", now=raised)
+    ids = {a["customer_id"]: a["alert_id"] for a in store.alerts()}
+    state = tmp_path / "state"
+
+    def act(customer: str, action: str, after: float, resolution: Any = None) -> None:
+        transition(store, ids[customer], action, resolution=resolution, state_dir=state, now=raised + after)
+
+    act("A", "acknowledge", 600)
+    act("A", "resolve", 3600, check_resolution("saved", note="discount"))
+    act("B", "start", 1800)  # starting acknowledges
+    act("B", "resolve", 7200, check_resolution("churned", "price", "too dear"))
+    act("C", "acknowledge", 3000)  # D: nobody acknowledges it, and its 24 h pass
+    now = raised + 90_000
+    measures = measures_from_store(store, now=now)
+    assert measures is not None
+    overall = measures["overall"]
+    # Acknowledged after 600, 1800, 3000 s; resolved after 3600 and 7200 s; p90 linearly interpolated.
+    assert overall["time_to_acknowledge"] == {
+        "count": 3, "median_seconds": 1800.0, "p90_seconds": 2760.0, "sum_seconds": 5400.0,
+    }  # fmt: skip
+    assert overall["time_to_resolve"] == {
+        "count": 2, "median_seconds": 5400.0, "p90_seconds": 6840.0, "sum_seconds": 10800.0,
+    }  # fmt: skip
+    outcome = [overall[key] for key in ("saved", "churned", "save_rate", "open_past_sla")]
+    assert outcome == [1, 1, 0.5, 1]
+    ana, bo = measures["per_owner"]["Ana Lima"], measures["per_owner"]["Bo Chen"]
+    assert ana["time_to_acknowledge"]["median_seconds"] == 1200.0
+    assert ana["time_to_acknowledge"]["p90_seconds"] == 1680.0 and ana["open_past_sla"] == 0
+    assert bo["time_to_acknowledge"]["median_seconds"] == 3000.0 and bo["time_to_resolve"]["count"] == 0
+    assert bo["save_rate"] is None and bo["open_past_sla"] == 1
+    assert set(measures["per_rule"]) == {"enter_high", "rule:payment_overdue"}
+    rule = measures["per_rule"]["rule:payment_overdue"]
+    assert rule["alerts"] == 1 and rule["save_rate"] == 0.0
+    assert rule["time_to_resolve"]["median_seconds"] == 7200.0
+    assert measures["per_rule"]["enter_high"]["alerts"] == 4 and measures["per_tier"]["high"]["alerts"] == 4
+    assert measures_from_store(store, now=raised + 3600)["overall"]["open_past_sla"] == 0  # within the SLA
+
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(prometheus_text(measures))
+        for sample in family.samples
+    }
+    assert samples[("churnguard_alert_time_to_acknowledge_seconds",
+                    (("by", "owner"), ("group", "Ana Lima"), ("quantile", "0.5")))] == 1200.0  # fmt: skip
+    assert samples[("churnguard_alert_time_to_resolve_seconds",
+                    (("by", "all"), ("group", "all"), ("quantile", "0.9")))] == 6840.0  # fmt: skip
+    assert samples[("churnguard_alert_save_rate", (("by", "all"), ("group", "all")))] == 0.5
+    assert samples[("churnguard_alert_open_past_sla", (("by", "owner"), ("group", "Bo Chen")))] == 1.0
+    buckets = {
+        dict(labels)["le"]: value
+        for (name, labels), value in samples.items()
+        if name == "churnguard_alert_acknowledge_duration_seconds_bucket"
+    }
+    assert buckets["900.0"] == 1 and buckets["3600.0"] == 3 and buckets["+Inf"] == 3
+
+    # The outcomes report shows them, in text and HTML, beside the outcomes the resolutions wrote.
+    assert main(["outcomes", "report", "--store", store.url]) == 0
+    text = capsys.readouterr().out
+    assert "alert measures" in text and "30 min / 46 min (3)" in text  # 1,800 s / 2,760 s
+    assert "Bo Chen" in text and "50%" in text
+    page = (state / "outcomes" / "report.html").read_text()
+    assert "Alerts: time to act" in page and "rule:payment_overdue" in page and "Ana Lima" in page
+    report = json.loads((state / "outcomes" / "report.json").read_text())
+    assert report["alert_measures"]["overall"]["save_rate"] == 0.5 and report["outcomes"] == 2
+    store.close()

@@ -105,6 +105,7 @@ def server(
         str(world.model_dir),
         world.state,
         env={"CHURNGUARD_API_KEYS": "", "CHURNGUARD_EVENT_STORE": world.store_url},
+        workers=2,  # /metrics must say the same whichever worker answers
     )
     yield process
     process.stop()
@@ -147,3 +148,48 @@ def test_alert_api_lifecycle_over_the_real_server(world: LiveWorld, server: Serv
     assert row[["outcome", "churn_reason"]].values.tolist() == [["churned", "competitor"]]
     report = run_cli(["outcomes", "report"], world.environment())
     assert report.returncode == 0 and "churned 1" in report.stdout, report.stdout + report.stderr
+
+
+def test_metrics_and_the_worklist_show_the_alerts(world: LiveWorld, server: ServerProcess) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from alerts.measures import measures_from_store
+
+    store = AlertStore.open(world.store_url)
+    expected = measures_from_store(store)
+    assert expected is not None and expected["overall"]["time_to_acknowledge"]["count"] >= 2
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        for _ in range(4):  # two workers: each answer carries the store's measures
+            text = client.get("/metrics").text
+            assert "bentoml_service_request_total" in text  # BentoML's own metrics stay
+            samples = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            }
+            everyone = (("by", "all"), ("group", "all"))
+            ack = expected["overall"]["time_to_acknowledge"]
+            assert samples[("churnguard_alert_acknowledged", everyone)] == ack["count"]
+            median = samples[
+                ("churnguard_alert_time_to_acknowledge_seconds", (*everyone, ("quantile", "0.5")))
+            ]
+            assert median == pytest.approx(ack["median_seconds"])
+            assert samples[("churnguard_alert_save_rate", everyone)] == expected["overall"]["save_rate"]
+            assert samples[("churnguard_alert_open_past_sla", everyone)] == 0  # raised today, 24 h SLA
+            for owner, part in expected["per_owner"].items():
+                assert samples[("churnguard_alert_outcomes", (("by", "owner"), ("group", owner),
+                                ("outcome", "churned")))] == part["churned"]  # fmt: skip
+
+        listed = client.post("/worklist", json={"limit": 200})
+        assert listed.status_code == 200, listed.text
+        body = listed.json()
+        assert body["alerts_known"] and body["customers"]
+        open_now = store.open_alerts([entry["customer_id"] for entry in body["customers"]])
+        shown = {e["customer_id"]: e["alert"] for e in body["customers"] if e["alert"] is not None}
+        assert shown and set(shown) == set(open_now)
+        for customer, alert in shown.items():
+            assert (alert["alert_id"], alert["state"]) == (
+                open_now[customer]["alert_id"],
+                open_now[customer]["state"],
+            )
+    store.close()

@@ -68,7 +68,7 @@ customer_id,outcome,outcome_date,churn_reason
 a,churned,2025-06-30,
 b,lost,2025-06-15,
 c,saved,someday,
-d,saved,2025-06-02,price
+d,false_alarm,2025-06-02,price
 ,churned,2025-06-02,budget
 f,churned,2025-06-02,weather
 """,
@@ -82,12 +82,25 @@ f,churned,2025-06-02,weather
         "contact_change, budget, other, got nothing",
         "row 2, outcome: expected one of saved, churned, false_alarm, got 'lost'",
         "row 3, outcome_date: expected a date such as 2025-09-30, got 'someday'",
-        "row 4, churn_reason: only churned customers carry a churn reason, not saved",
+        "row 4, churn_reason: a false alarm carries no churn reason",
         "row 5, customer_id: missing",
         "row 6, churn_reason: a churned customer needs one of",
     ):
         assert expected in message, message
     assert load_outcomes(tmp_path / "state").empty
+
+
+def test_a_saved_customer_may_carry_what_put_them_at_risk(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "saved.csv",
+        "customer_id,outcome,outcome_date,churn_reason\na,saved,2025-06-01,Price\nb,saved,2025-06-01,\n",
+    )
+    assert read_outcome_file(path)["churn_reason"].tolist() == ["price", None]
+    wrong = write_csv(
+        tmp_path / "wrong.csv", "customer_id,outcome,outcome_date,churn_reason\na,saved,2025-06-01,weather\n"
+    )
+    with pytest.raises(OutcomeFileError, match="row 1, churn_reason: a saved customer's reason"):
+        read_outcome_file(wrong)
 
 
 def test_missing_columns_are_named(tmp_path: Path) -> None:

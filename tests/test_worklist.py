@@ -227,3 +227,34 @@ def test_the_latest_logged_row_counts_and_unscorable_rows_are_listed(predictor: 
     rescored = predictor.score_frame(again.drop(columns="logged_at")).results()[0]
     (entry,) = [e for e in body["customers"] if e["customer_id"] == logged["customer_id"][0]]
     assert entry["churn_probability"] == pytest.approx(rescored["churn_probability"])
+
+
+def test_each_customer_shows_their_open_alert(predictor: Predictor, tmp_path) -> None:
+    from alerts.lifecycle import check_resolution, transition
+    from alerts.store import AlertStore
+
+    logged = logged_frame(30, seed=27)
+    ids = logged["customer_id"].astype(str).tolist()
+    store = AlertStore.open(f"sqlite:///{tmp_path / 'events.db'}")
+    fields = {"owner": "Ana Lima", "state": "open", "model": "m", "raised_day": "2025-06-01",
+              "observation_date": "2025-06-01", "tier": "high", "triggers": ["enter_high"], "rules": [],
+              "reasons": {"en": []}, "delivery": "single", "raised_at": 0.0, "updated_at": 0.0,
+              "due_at": 86400.0}  # fmt: skip
+    with store.transaction() as cursor:
+        opened = {c: store.insert_alert(cursor, {**fields, "customer_id": c}) for c in ids[:3]}
+    transition(store, opened[ids[1]], "acknowledge")
+    transition(store, opened[ids[2]], "acknowledge")
+    transition(store, opened[ids[2]], "resolve", resolution=check_resolution("saved"), state_dir=tmp_path)
+    body = build_worklist(predictor, logged, WorklistConfig(), WorklistRequest(), None, store.open_alerts)
+    by_id = {entry["customer_id"]: entry["alert"] for entry in body["customers"]}
+    assert body["alerts_known"] and len(by_id) == 30
+    assert by_id[ids[0]] == {"alert_id": opened[ids[0]], "state": "open", "tier": "high",
+                             "due_at": 86400.0, "raised_day": "2025-06-01"}  # fmt: skip
+    assert by_id[ids[1]]["state"] == "acknowledged" and by_id[ids[1]]["alert_id"] == opened[ids[1]]
+    assert by_id[ids[2]] is None  # resolved: no open alert
+    assert all(by_id[c] is None for c in ids[3:])
+    # An alert store that cannot answer: no alert shown, and the list says it does not know.
+    unknown = build_worklist(predictor, logged, WorklistConfig(), WorklistRequest(), None, lambda ids: None)
+    assert not unknown["alerts_known"] and all(e["alert"] is None for e in unknown["customers"])
+    assert not build_worklist(predictor, logged, WorklistConfig(), WorklistRequest())["alerts_known"]
+    store.close()
