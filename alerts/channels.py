@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import smtplib
 import threading
 import time
@@ -32,10 +33,30 @@ KEY_HEADER = "Idempotency-Key"
 _local = threading.local()
 
 
+class _RedactUrls(logging.Filter):
+    """httpx logs every request's URL at INFO, and a Slack or WeCom URL embeds its token: keep the host."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                f"{arg.scheme}://{arg.host}{f':{arg.port}' if arg.port else ''}/..."
+                if isinstance(arg, httpx.URL)
+                else arg
+                for arg in record.args
+            )
+        return True
+
+
+_REDACT = _RedactUrls()
+
+
 def _client() -> httpx.Client:
     # One client per thread: building one loads the TLS trust store (tens of ms), per message too slow.
     client = getattr(_local, "client", None)
     if client is None:
+        httpx_log = logging.getLogger("httpx")
+        if _REDACT not in httpx_log.filters:  # on first use, not on import
+            httpx_log.addFilter(_REDACT)
         client = _local.client = httpx.Client(follow_redirects=False)
     return client
 

@@ -545,3 +545,59 @@ def test_measures_from_a_store_with_known_times(tmp_path: Path, capsys: pytest.C
     report = json.loads((state / "outcomes" / "report.json").read_text())
     assert report["alert_measures"]["overall"]["save_rate"] == 0.5 and report["outcomes"] == 2
     store.close()
+
+
+def test_secrets_stay_out_of_logs_and_only_named_addresses_are_called(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    token = "T0SECRET/B0SECRET/xoxb-token-for-loopback-only"
+    caplog.set_level(logging.DEBUG)  # everything any logger says, httpx's and httpcore's included
+    with (
+        WebhookReceiver() as elsewhere,
+        WebhookReceiver(fault=iter(["fail"] + ["ok"] * 10).__next__) as robot,
+    ):
+        redirects: list[str] = []
+
+        class Redirect(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # an address the configuration names, sending us to one it does not
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                redirects.append(self.path)
+                self.send_response(307)
+                self.send_header("Location", elsewhere.url)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=redirector.serve_forever, daemon=True).start()
+        try:
+            monkeypatch.setenv("CHURNGUARD_TEST_SLACK_URL", f"{robot.url}/{token}")
+            channels = {
+                "hub": {"kind": "webhook", "url": f"http://127.0.0.1:{redirector.server_address[1]}/hook",
+                        "secret_env": SECRET_ENV},
+                "slack": {"kind": "slack", "url_env": "CHURNGUARD_TEST_SLACK_URL"},
+            }  # fmt: skip
+            config, _ = make_config(tmp_path, channels=channels, default_channels=["hub", "slack"])
+            store = open_store(tmp_path)
+            raise_alerts(
+                store, config, write_snapshot(tmp_path / "d" / "m", DAY, [snapshot_row("A", "high")]), {}, "m"
+            )
+            summary = deliver(store, config, max_seconds=2)
+        finally:
+            redirector.shutdown()
+            redirector.server_close()
+    assert redirects and elsewhere.requests == 0  # the redirect was not followed
+    assert summary.sent == 1 and robot.failed == 1 and len(robot.messages) == 1  # the robot, after a failure
+    (hub,) = [d for d in store.deliveries() if d["channel"] == "hub"]
+    assert hub["state"] == "pending" and hub["last_error"] == "HTTP 307"
+    logged = caplog.text + json.dumps(store.deliveries())
+    assert "HTTP 307" in caplog.text and "HTTP 500" in caplog.text  # the failures are logged...
+    for secret_text in (SECRET, token, "xoxb", str(robot.url)):
+        assert secret_text not in logged  # ...never the URL with its token, nor the signing secret
+    store.close()
