@@ -27,6 +27,7 @@ class WebhookReceiver:
         self.hang_seconds = hang_seconds
         self.lock = threading.Lock()
         self.messages: dict[str, dict[str, Any]] = {}  # by idempotency key: one copy each
+        self.bodies: dict[str, bytes] = {}  # the same, as the bytes that arrived
         self.alerts: Counter[int] = Counter()  # alert id -> messages kept that carry it (kind "alert")
         self.requests = 0
         self.duplicates = 0  # copies dropped by key
@@ -58,6 +59,11 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def alert_ids(self) -> set[int]:
+        """Every alert the kept messages announced (one by one, in a digest or as an update)."""
+        with self.lock:
+            return {int(i) for message in self.messages.values() for i in message.get("alert_ids") or []}
 
     def take(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         import time
@@ -91,6 +97,7 @@ class WebhookReceiver:
                 self.duplicates += 1
             else:
                 self.messages[key] = payload
+                self.bodies[key] = body
                 if payload.get("kind") == "alert":
                     self.alerts[payload["alert_id"]] += 1
         self._answer(handler, 200, {"ok": True})

@@ -54,6 +54,7 @@ class RaiseSummary:
     raised: int = 0
     in_digest: int = 0
     updated: int = 0
+    unchanged: int = 0  # open alerts this pass left as they were (already at this day, or not scored)
     cooling_down: int = 0
     queued: int = 0
     seconds: float = 0.0
@@ -62,7 +63,8 @@ class RaiseSummary:
         return (
             f"alerts as of {self.day}: {self.triggered:,} of {self.scored:,} customers triggered; "
             f"{self.raised:,} raised ({self.in_digest:,} of them in digests over the daily cap), "
-            f"{self.updated:,} open alerts updated, {self.cooling_down:,} in cool-down; "
+            f"{self.updated:,} open alerts updated, {self.unchanged:,} unchanged, "
+            f"{self.cooling_down:,} in cool-down; "
             f"{self.queued:,} messages queued ({self.seconds:.1f} s)"
         )
 
@@ -168,8 +170,15 @@ def raise_alerts(
     cooling = fresh[ID_COLUMN].map(lambda c: c in resolved_at and now - resolved_at[c] < cooldown)
     summary.cooling_down = int(cooling.sum())
     fresh = fresh[~cooling.to_numpy(dtype=bool)]
-    # Reasons in the other language only for the customers whose alert is written now.
-    localized = localize([*fresh[ID_COLUMN].tolist(), *to_update]) if localize else {}
+    # Reasons in another language only for the customers whose alert is written now, and of those only
+    # the ones whose owner reads another language (each is scored again to get them).
+    written = [
+        *((c, owners.get(c) or "") for c in fresh[ID_COLUMN].tolist()),
+        *((c, unresolved[c]["owner"]) for c in to_update),
+    ]
+    other_language = [c for c, owner in written if config.route(owner or None).language != "en"]
+    localized = localize(other_language) if localize and other_language else {}
+    summary.unchanged = len(unresolved) - len(to_update)
 
     with store.transaction() as cursor:
         for customer in to_update:

@@ -8,18 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # types only: each command imports what it uses, so `--help` stays fast
-    import pandas as pd
-
-    from alerts.routing import AlertsConfig
-    from churnguard.daily import DailySummary
-    from churnguard.predict import Predictor
-    from churnguard.prediction_log import PredictionLog
-    from churnguard.store.events import EventStore
 
 log = logging.getLogger("churnguard")
 
@@ -133,7 +123,13 @@ def cmd_daily(args: argparse.Namespace) -> int:
         )
         print(summary.format())
         if alerts_config is not None and alerts_config.enabled and summary.scored:
-            _raise_alerts(alerts_config, predictor, store, prediction_log, summary, as_of)
+            from alerts.daily import alerts_from_pass
+
+            raised, escalated = alerts_from_pass(
+                alerts_config, predictor, store, prediction_log, Path(summary.snapshot), as_of
+            )
+            print(raised.format())
+            print(escalated.format())
     except ValueError as exc:  # a model without event features
         raise UsageError(f"{model_uri}: {exc}") from None
     finally:
@@ -141,51 +137,6 @@ def cmd_daily(args: argparse.Namespace) -> int:
         if prediction_log is not None:
             prediction_log.close()
     return 0
-
-
-def _raise_alerts(
-    config: AlertsConfig,
-    predictor: Predictor,
-    store: EventStore,
-    prediction_log: PredictionLog | None,
-    summary: DailySummary,
-    as_of: pd.Timestamp,
-) -> None:
-    """The snapshot is the handoff: alerts are raised from it (churnguard/ does not import alerts/)."""
-    from alerts.escalation import escalate_overdue
-    from alerts.reasons import localized_reasons
-    from alerts.store import AlertStore
-    from alerts.triggers import raise_alerts
-    from churnguard.history import LoggedHistory
-    from churnguard.schema import ID_COLUMN
-    from churnguard.scoring import load_scoring_config
-
-    owner_column = load_scoring_config().worklist.owner_feature
-    customers = store.customers(records_only=True)  # owners are attributes: no first-event scan
-    owners = (
-        dict(zip(customers[ID_COLUMN].astype(str), customers[owner_column].fillna(""), strict=True))
-        if owner_column in customers.columns
-        else {}
-    )
-    routes = [*config.owners.values(), *config.teams.values()]
-    others = sorted({config.language, *(route.language for route in routes if route.language)})
-    languages = [language for language in others if language and language != "en"]
-    history = LoggedHistory(prediction_log) if prediction_log is not None else None
-
-    def localize(customer_ids: Sequence[str]) -> dict[str, dict[str, list[dict]]]:
-        # Scored again only when some owner reads another language.
-        if not languages or not customer_ids:
-            return {}
-        return localized_reasons(predictor, store, as_of, customer_ids, languages, history)
-
-    alert_store = AlertStore.open(store.url)
-    try:
-        model = Path(summary.snapshot).parent.name
-        raised = raise_alerts(alert_store, config, Path(summary.snapshot), owners, model, localize=localize)
-        print(raised.format())
-        print(escalate_overdue(alert_store, config).format())
-    finally:
-        alert_store.close()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -9,14 +9,20 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from churnguard.settings import state_dir
+
+if TYPE_CHECKING:
+    from alerts.receiver import WebhookReceiver
+    from alerts.routing import AlertsConfig
 
 log = logging.getLogger(__name__)
 
@@ -267,33 +273,170 @@ def score_by_id(port: int) -> None:
     print("  " + json.dumps(one, indent=2, ensure_ascii=False).replace("\n", "\n  "))
 
 
-@step("9. the daily pass: every active customer scored from the event store")
-def daily(model_name: str) -> None:
+# The daily pass runs on two days in a row: the first raises alerts, the second updates them.
+DAY_BEFORE = "2025-09-27"
+DEMO_SECRET_ENV = "CHURNGUARD_DEMO_WEBHOOK_SECRET"
+CHINESE_NAMES = {"Chen", "Xu", "Wei"}  # the simulated owners with these names read Chinese
+
+
+def demo_secret() -> str:
+    """The webhook's signing secret: from the environment, as configs/alerts.yaml requires."""
+    return os.environ.setdefault(DEMO_SECRET_ENV, secrets.token_hex(16))
+
+
+def demo_alerts_config(receiver_url: str) -> AlertsConfig:
+    """Every owner's alerts go to one signed webhook on loopback; owners named in CHINESE_NAMES read zh."""
+    import yaml
+
+    from alerts.routing import CONFIG_ENV, load_alerts_config
+    from churnguard.store.events import EventStore
+
+    store = EventStore.open()
+    try:
+        customers = store.customers(records_only=True)
+    finally:
+        store.close()
+    owners = sorted(set(customers["account_owner"].dropna().astype(str)))
+    chinese = [owner for owner in owners if CHINESE_NAMES & set(owner.split())]
+    data = {
+        "channels": {"owner-hub": {"kind": "webhook", "url": receiver_url, "secret_env": DEMO_SECRET_ENV}},
+        "default_channels": ["owner-hub"],
+        "language": "en",
+        "owners": {owner: {"language": "zh"} for owner in chinese},
+        "delivery": {"backoff_seconds": 1},
+    }
+    path = state_dir() / "demo" / "alerts.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    os.environ[CONFIG_ENV] = str(path)  # so `churnguard alerts ...` from here reads the same routing
+    print(
+        f"  routing {path}: {len(owners)} owners, {len(chinese)} of them reading Chinese "
+        f"({', '.join(chinese)})"
+    )
+    return load_alerts_config(path)
+
+
+@step("9. the daily pass on two days in a row: every active customer scored, alerts raised then updated")
+def daily(model_name: str, receiver_url: str) -> AlertsConfig:
     import pandas as pd
 
+    from alerts.daily import alerts_from_pass
     from churnguard.daily import daily_pass
     from churnguard.predict import Predictor
     from churnguard.prediction_log import PredictionLog
     from churnguard.store.events import EventStore
     from churnguard.tracking import resolve_model
 
+    config = demo_alerts_config(receiver_url)
     resolved = resolve_model(f"models:/{model_name}@champion")
     predictor = Predictor.load(resolved.local_dir, resolved.version)
     store, prediction_log = EventStore.open(), PredictionLog.open()
+    runs = [
+        (DAY_BEFORE, ""),
+        (DRIFT_DATE, ""),
+        (DRIFT_DATE, " (run again: nothing is scored, logged or raised twice)"),
+    ]
     try:
-        for run in ("", " (run again: nothing is scored or logged twice)"):
-            summary = daily_pass(
-                predictor, model_name, store, prediction_log, pd.Timestamp(DRIFT_DATE), state_dir() / "daily"
+        for day, note in runs:
+            as_of = pd.Timestamp(day)
+            summary = daily_pass(predictor, model_name, store, prediction_log, as_of, state_dir() / "daily")
+            print(f"  {summary.format()}{note}".replace("\n", "\n  "))
+            raised, _ = alerts_from_pass(
+                config, predictor, store, prediction_log, Path(summary.snapshot), as_of
             )
-            print(f"  {summary.format()}{run}".replace("\n", "\n  "))
+            print(
+                f"  alerts as of {day}: raised {raised.raised:,} ({raised.in_digest:,} of them in digests "
+                f"over the daily cap), updated {raised.updated:,}, unchanged {raised.unchanged:,}; "
+                f"{raised.queued:,} messages queued ({raised.seconds:.1f} s)"
+            )
     finally:
         store.close()
         prediction_log.close()
     command = f"cd {Path.cwd()} && .venv/bin/churnguard daily --dataset crm"
     print(f"  every morning at 05:00, from cron: 0 5 * * * {command}")
+    return config
 
 
-@step("10. monitor: drift of current data (after the change) against the model's reference")
+@step("10. the alerts reach their owners: a signed webhook on loopback, in English and Chinese")
+def deliver_alerts(config: AlertsConfig, receiver: WebhookReceiver) -> None:
+    from alerts.outbox import deliver
+    from alerts.store import AlertStore
+
+    store = AlertStore.open()
+    try:
+        print(f"  {deliver(store, config, max_seconds=60).format()}")
+        alerts = store.query("SELECT COUNT(*) AS n FROM alerts")[0]["n"]
+    finally:
+        store.close()
+    kept = list(receiver.messages.values())
+    kinds = {kind: sum(m["kind"] == kind for m in kept) for kind in ("alert", "digest", "update")}
+    print(
+        f"  the receiver took {receiver.requests:,} requests ({receiver.bad_signatures} with a bad "
+        f"signature): {len(kept):,} messages kept by idempotency key ({kinds['alert']:,} alerts one by "
+        f"one, {kinds['digest']:,} digests, {kinds['update']:,} tier updates; {receiver.duplicates} "
+        "copies dropped); "
+        f"{len(receiver.alert_ids()):,} distinct alerts by alert id, of {alerts:,} in the store"
+    )
+    for language in ("en", "zh"):
+        key = next(
+            (k for k, m in receiver.messages.items() if m["kind"] == "alert" and m["language"] == language),
+            None,
+        )
+        if key is None:
+            print(f"  no {language} alert arrived")
+            continue
+        message = receiver.messages[key]
+        print(
+            f"\n  one {language} message, the HTTP body as it arrived ({len(receiver.bodies[key]):,} bytes):"
+        )
+        print("  " + receiver.bodies[key].decode("utf-8"))
+        print(f"  its text, as {message['recipient']['name']} reads it:")
+        print("    " + message["text"].replace("\n", "\n    "))
+
+
+@step("11. owners act through the service's alert API; the measures follow")
+def act_on_alerts(port: int) -> None:
+    from alerts.measures import format_measures, measures_from_store
+    from alerts.store import AlertStore
+
+    first, second = get(port, "/alerts?state=open&limit=2")["alerts"]
+    acknowledged = post(port, f"/alerts/{first['alert_id']}/acknowledge", {"actor": first["owner"]})
+    print(
+        f"  POST /alerts/{first['alert_id']}/acknowledge ({first['customer_id']}, {first['owner']}): "
+        f"{acknowledged['state']}"
+    )
+    path = f"/alerts/{second['alert_id']}"
+    post(port, f"{path}/start", {"actor": second["owner"]})
+    resolution = {"outcome": "saved", "churn_reason": "price", "note": "renewed after a 10% discount"}
+    resolved = post(port, f"{path}/resolve", {**resolution, "actor": second["owner"]})
+    print(
+        f"  POST {path}/start, then {path}/resolve {json.dumps(resolution)} ({second['customer_id']}, "
+        f"{second['owner']}): {resolved['state']}, outcome {resolved['outcome']}, reason "
+        f"{resolved['churn_reason']}; written to the outcomes store"
+    )
+    store = AlertStore.open()
+    try:
+        measures = measures_from_store(store)
+    finally:
+        store.close()
+    if measures is None:
+        raise SystemExit("no alerts in the store after the daily passes")
+    # The whole table lists every owner: show the overall, tier and rule rows and the two owners.
+    shown = {
+        **measures,
+        "per_owner": {o: measures["per_owner"][o] for o in sorted({first["owner"], second["owner"]})},
+    }
+    print("  " + format_measures(shown).replace("\n", "\n  "))
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    lines = [
+        line for line in metrics.splitlines() if line.startswith("churnguard_alert_") and 'by="all"' in line
+    ]
+    print("  GET /metrics (the service's Prometheus endpoint), overall:")
+    print("    " + "\n    ".join(lines))
+    print("  `churnguard outcomes report` prints them per owner too, with an HTML page")
+
+
+@step("12. monitor: drift of current data (after the change) against the model's reference")
 def detect_drift() -> Path:
     from monitoring.drift import run_drift, summary_text
 
@@ -304,7 +447,7 @@ def detect_drift() -> Path:
     return current
 
 
-@step("11. retrain loop: decide, tune on the newest data, gate, and let the service pick up the champion")
+@step("13. retrain loop: decide, tune on the newest data, gate, and let the service pick up the champion")
 def retrain_loop(current: Path, port: int, served_before: str) -> None:
     from monitoring.retrain import run_retrain
     from training.promote import run_promote
@@ -331,6 +474,8 @@ def free_port() -> int:
 
 
 def run_demo(customers: int = 20_000, seed: int = 7, trials: int = DEMO_TRIALS) -> int:
+    from alerts.receiver import WebhookReceiver
+
     started = time.perf_counter()
     print(f"churnguard demo: state folder {state_dir()}")
     # The retraining study of the demo is as small as the first one.
@@ -348,7 +493,10 @@ def run_demo(customers: int = 20_000, seed: int = 7, trials: int = DEMO_TRIALS) 
         print(f"\nservice on http://127.0.0.1:{port} serves {model_name} v{served} (OpenAPI at /docs.json)")
         feed_events(port, sim_dir)
         score_by_id(port)
-        daily(model_name)
+        with WebhookReceiver(demo_secret()) as receiver:
+            config = daily(model_name, receiver.url)
+            deliver_alerts(config, receiver)
+        act_on_alerts(port)
         current = detect_drift()
         retrain_loop(current, port, served)
     finally:
