@@ -1,5 +1,7 @@
-"""Distributed tuning: two `tune` processes on one journal storage share one study and one MLflow
-parent run, use the study's trial budget between them, and exactly one registers the final model."""
+"""Distributed tuning: two `tune` processes on one storage share one study and one MLflow parent run,
+use the study's trial budget between them, and exactly one registers the final model. The storage is
+a journal file (workers on one machine or a shared disk) or the real PostgreSQL server (workers on
+many machines)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -69,21 +72,36 @@ def result_of(worker: subprocess.Popen) -> dict:
     return json.loads(line.removeprefix("RESULT "))
 
 
-def test_two_workers_share_one_study_and_register_once(lab_store: dict[str, str], tmp_path: Path) -> None:
-    storage = str(tmp_path / "studies.journal")
+@pytest.fixture(params=["journal", "postgresql"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "journal":
+        yield str(tmp_path / "studies.journal")
+        return
+    from pg_fixtures import fresh_database
+
+    with fresh_database("churnguard_optuna") as url:
+        yield url  # plain postgresql://, as a user would pass it to --storage
+
+
+def test_two_workers_share_one_study_and_register_once(
+    lab_store: dict[str, str], storage: str, tmp_path: Path
+) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
     workers = [start_worker(storage, "shared", gate), start_worker(storage, "shared", gate)]
     for arrived, go in (("ready-*", "go"), ("at-trials-*", "trials-go")):
         deadline = time.monotonic() + 300
         while len(list(gate.glob(arrived))) < 2 and time.monotonic() < deadline:
-            assert all(worker.poll() is None for worker in workers), f"a worker died before {arrived}"
+            for worker in workers:
+                if worker.poll() is not None:
+                    pytest.fail(f"a worker died before {arrived}:\n{worker.stderr.read()[-3000:]}")
             time.sleep(0.1)
         (gate / go).touch()
     results = [result_of(worker) for worker in workers]
 
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))
     finished = [t for t in study.trials if t.state.is_finished()]
+    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))  # each counted once
     # Each worker checks the budget before it starts a trial, so at most one trial per extra worker over.
     assert BUDGET <= len(finished) <= BUDGET + 1
     assert sum(r["trials_run"] for r in results) == len(finished)

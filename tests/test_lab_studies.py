@@ -21,6 +21,10 @@ def test_storage_urls_and_journal_paths(tmp_path: Path) -> None:
     assert (tmp_path / "deep").is_dir()
     assert studies.redact("postgresql://lab:s3cret@db:5432/optuna") == "postgresql://lab:***@db:5432/optuna"
     assert studies.redact("sqlite:////tmp/optuna.db") == "sqlite:////tmp/optuna.db"
+    # psycopg 3 is the locked driver; SQLAlchemy would pick psycopg2 for a plain postgresql:// URL.
+    assert studies.sqlalchemy_url("postgresql://lab@db/optuna") == "postgresql+psycopg://lab@db/optuna"
+    assert studies.sqlalchemy_url("postgres://lab@db/optuna") == "postgresql+psycopg://lab@db/optuna"
+    assert studies.sqlalchemy_url("postgresql+psycopg://db/o") == "postgresql+psycopg://db/o"
 
 
 def test_exactly_one_worker_creates_a_study_and_others_join(tmp_path: Path) -> None:

@@ -4,6 +4,12 @@
 (anything without `://`, e.g. `.churnguard/studies.journal`), which uses JournalStorage with a
 JournalFileBackend: append-only and lock-safe for several processes on one machine or a shared disk.
 Without `--storage` a study goes to `sqlite:///<state>/optuna.db`.
+
+PostgreSQL is the storage for workers on many machines. A plain `postgresql://` URL is given to
+SQLAlchemy as `postgresql+psycopg://`: psycopg 3 is the driver in the lock (SQLAlchemy's default for
+`postgresql://` is psycopg2, which is not installed). Optuna creates its tables when a worker first
+opens the storage; workers starting together on an empty database would race to create them (one
+fails with a duplicate-type error), so on PostgreSQL they take turns under an advisory lock.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import time
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
@@ -32,11 +38,31 @@ def default_storage() -> str:
     return f"sqlite:///{state_dir() / 'optuna.db'}"
 
 
+def sqlalchemy_url(url: str) -> str:
+    """`postgresql://` and `postgres://` with the psycopg 3 driver named; other URLs as given."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
+
+
+_SCHEMA_LOCK = 727017  # PostgreSQL advisory lock key: workers creating Optuna's tables take turns
+
+
+def _postgres_storage(url: str) -> BaseStorage:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", [_SCHEMA_LOCK])
+        return RDBStorage(url)  # closing the lock's connection releases it
+
+
 def open_storage(storage: str | None) -> str | BaseStorage:
     if storage is None:
         return default_storage()
     if "://" in storage:
-        return storage
+        url = sqlalchemy_url(storage)
+        return _postgres_storage(url) if url.startswith("postgresql+psycopg://") else url
     path = Path(storage).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
