@@ -2,8 +2,10 @@
 model URI becomes a checked `ModelArtifact`.
 
 Default store: SQLite plus a local artifact folder, both in the git-ignored state folder. Any
-`MLFLOW_TRACKING_URI` works instead. The artifact location is always set explicitly, because MLflow
-with a SQLite store otherwise writes artifacts to `./mlruns` under whatever folder the process runs in.
+`MLFLOW_TRACKING_URI` works instead. With a database store the artifact location is set explicitly,
+because MLflow otherwise writes artifacts to `./mlruns` under whatever folder the process runs in.
+With a tracking server (`http(s)://`) the server decides (`mlflow server --artifacts-destination`):
+a folder on this machine would be out of reach of the machines that serve the model.
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow.db'}"
 
 
-def artifact_root() -> str:
-    """Where new experiments put artifacts (`CHURNGUARD_ARTIFACT_ROOT`, e.g. s3://bucket/churnguard)."""
-    return os.environ.get("CHURNGUARD_ARTIFACT_ROOT") or (state_dir() / "mlartifacts").as_uri()
+def artifact_root() -> str | None:
+    """Where new experiments put artifacts (`CHURNGUARD_ARTIFACT_ROOT`, e.g. s3://bucket/churnguard);
+    None for a tracking server, whose own artifact store (proxied as mlflow-artifacts:/) is used."""
+    given = os.environ.get("CHURNGUARD_ARTIFACT_ROOT")
+    if given:
+        return given
+    if tracking_uri().startswith(("http://", "https://")):
+        return None
+    return (state_dir() / "mlartifacts").as_uri()
 
 
 def configure_mlflow() -> str:
@@ -53,8 +61,11 @@ def experiment_id(name: str) -> str:
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
+    root = artifact_root()
     try:
-        return mlflow.create_experiment(name, artifact_location=f"{artifact_root().rstrip('/')}/{name}")
+        return mlflow.create_experiment(
+            name, artifact_location=f"{root.rstrip('/')}/{name}" if root is not None else None
+        )
     except MlflowException:
         # Another worker of a distributed study created it between our lookup and our create.
         raced = mlflow.get_experiment_by_name(name)
