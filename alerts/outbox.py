@@ -8,12 +8,15 @@ exponential backoff (`backoff_seconds` x 2^(tries-1), at most `backoff_max_secon
 Sending is at least once: a process killed after the receiver took a message but before it recorded
 that sends it again. Each message carries its idempotency key (header and body), so the receiver keeps
 one copy: exactly once as the owner sees it. Claims are conditional updates, so two senders never
-send the same message at the same time.
+send the same message at the same time; on PostgreSQL the claim's SELECT also skips rows another
+sender holds (FOR UPDATE SKIP LOCKED), so replicas sharing one outbox never queue behind each other.
+`run_sender` is the loop a service worker runs in the background (service.yaml `outbox:`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from typing import Any
 
 from alerts.channels import DeliveryFailed, send
 from alerts.routing import AlertsConfig, ChannelConfig
-from alerts.store import AlertStore
+from alerts.store import STORE_ERRORS, AlertStore
 from churnguard.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ def claim(store: AlertStore, config: AlertsConfig, now: float, limit: int) -> li
     with store.transaction() as cursor:
         due = cursor.execute(
             "SELECT delivery_id FROM outbox WHERE (state = 'pending' AND next_attempt_at <= ?) "
-            "OR (state = 'sending' AND lease_until < ?) ORDER BY next_attempt_at, delivery_id LIMIT ?",
+            "OR (state = 'sending' AND lease_until < ?) ORDER BY next_attempt_at, delivery_id LIMIT ?"
+            + store.claim_lock,
             [now, now, limit],
         ).dicts()
         for row in due:
@@ -164,6 +168,23 @@ def deliver(
         if not waiting or time.monotonic() >= deadline:
             return total
         time.sleep(poll_seconds)
+
+
+def run_sender(
+    store: AlertStore, config: AlertsConfig, stop: threading.Event, poll_seconds: float, limit: int = 10
+) -> None:
+    """Deliver what is due every `poll_seconds` until `stop` is set. A store that is down is logged and
+    tried again on the next round: messages wait in the outbox, they are not lost."""
+    while not stop.is_set():
+        try:
+            round_ = deliver_due(store, config, limit=limit)
+        except STORE_ERRORS as exc:
+            log.warning("outbox delivery paused, the store is unavailable: %s", exc)
+            round_ = DeliverySummary()
+        if round_.sent or round_.failed:
+            log.info("outbox: %s", round_.format())
+            continue  # more may be due at once
+        stop.wait(poll_seconds)
 
 
 def retry_dead(store: AlertStore, delivery_ids: list[int] | None = None) -> int:

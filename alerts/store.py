@@ -258,6 +258,13 @@ class AlertStore:
         return rows[0] if rows else None
 
     _for_update = ""
+    # Claiming due messages: on PostgreSQL a sender skips the rows another sender is claiming instead
+    # of waiting for them (SQLite's BEGIN IMMEDIATE already lets one writer in at a time).
+    claim_lock = ""
+
+    def lock_for_raising(self, cursor: Cursor) -> None:
+        """Serialize raising passes: a second pass (another host's daily run) waits for the first to
+        commit, then sees its alerts. SQLite's BEGIN IMMEDIATE already does."""
 
     # ------------------------------------------------------------------------------------- outbox
 
@@ -343,6 +350,10 @@ class SqliteAlertStore(AlertStore):
 class PostgresAlertStore(AlertStore):
     mark = "%s"
     _for_update = " FOR UPDATE"
+    claim_lock = " FOR UPDATE SKIP LOCKED"
+
+    def lock_for_raising(self, cursor: Cursor) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(727003)")
 
     def __init__(self, url: str) -> None:
         import psycopg

@@ -10,7 +10,7 @@ Then:
 - an owner gets at most `daily_cap` alerts one by one per day, the most urgent first (priority, then
   probability); the rest go into one digest per owner and day, ordered by priority.
 The alert and its messages are written in one transaction; keys make a second run of the same day
-change nothing.
+change nothing, also when two run at once (on two hosts): their writing transactions take turns.
 """
 
 from __future__ import annotations
@@ -181,9 +181,19 @@ def raise_alerts(
     summary.unchanged = len(unresolved) - len(to_update)
 
     with store.transaction() as cursor:
+        # Another pass of the same day (a second host's daily run) may have committed since the read
+        # above: after the lock, what it raised or updated is seen and not raised or updated twice.
+        store.lock_for_raising(cursor)
+        now_unresolved = store.unresolved_by_customer(cursor, [*to_update, *fresh[ID_COLUMN]])
+        candidates = len(to_update) + len(fresh)
+        to_update = [
+            c for c in to_update if c in now_unresolved and now_unresolved[c]["observation_date"] < day
+        ]
+        fresh = fresh[~fresh[ID_COLUMN].isin(list(now_unresolved))]
+        summary.unchanged += candidates - len(to_update) - len(fresh)  # the other pass wrote them
         for customer in to_update:
             summary.queued += _update(
-                store, cursor, config, unresolved[customer], scored.loc[customer], localized, day, now
+                store, cursor, config, now_unresolved[customer], scored.loc[customer], localized, day, now
             )
             summary.updated += 1
         fresh = fresh.assign(owner=fresh[ID_COLUMN].map(lambda c: owners.get(c) or ""))

@@ -601,3 +601,43 @@ def test_secrets_stay_out_of_logs_and_only_named_addresses_are_called(
     for secret_text in (SECRET, token, "xoxb", str(robot.url)):
         assert secret_text not in logged  # ...never the URL with its token, nor the signing secret
     store.close()
+
+
+def test_two_passes_at_once_on_postgresql_raise_each_alert_once(tmp_path: Path) -> None:
+    """Two hosts run the same day's pass together: the second waits for the first, then sees its
+    alerts, instead of failing on the one-open-alert index or raising them again."""
+    import threading
+
+    from pg_fixtures import fresh_database
+
+    config, _ = make_config(tmp_path, daily_cap=100)
+    customers = [f"R{number:02d}" for number in range(30)]
+    rows = [snapshot_row(customer, "high", priority=1 + n % 5) for n, customer in enumerate(customers)]
+    snapshot = write_snapshot(tmp_path / "d" / "m", DAY, rows)
+    owners = dict.fromkeys(customers, "Ana Lima")
+    with fresh_database("alerts_race") as url:
+        stores = [AlertStore.open(url), AlertStore.open(url)]
+        together = threading.Barrier(2)
+        raised: list[int] = []
+        errors: list[BaseException] = []
+
+        def run(store: AlertStore) -> None:
+            together.wait()
+            try:
+                raised.append(raise_alerts(store, config, snapshot, owners, "m").raised)
+            except BaseException as exc:  # reported below: the test must see a failed pass
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        try:
+            assert not errors, errors
+            assert sorted(raised) == [0, len(customers)]
+            assert len(stores[0].alerts(limit=1000)) == len(customers)
+            assert stores[0].outbox_counts() == {"pending": len(customers)}
+        finally:
+            for store in stores:
+                store.close()
