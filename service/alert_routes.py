@@ -103,6 +103,22 @@ def alert_metrics() -> str:
         return text
 
 
+def start_delivery(poll_seconds: float, stop: threading.Event) -> threading.Thread:
+    """Deliver the outbox in the background of this worker (service.yaml `outbox.deliver_seconds`).
+
+    Every worker of every replica may run one: claims are exclusive (alerts/outbox.py), so each message
+    is sent by one of them. A bad configs/alerts.yaml stops the worker's start, saying why."""
+    from alerts.outbox import run_sender
+    from alerts.routing import load_alerts_config
+
+    config = load_alerts_config()
+    sender = threading.Thread(
+        target=run_sender, args=(alert_store(), config, stop, poll_seconds), name="outbox", daemon=True
+    )
+    sender.start()
+    return sender
+
+
 def _bad(field: str, message: str) -> Rejected:
     return Rejected(400, f"invalid input: {field}: {message}")
 

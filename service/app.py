@@ -18,7 +18,7 @@ import gc
 import logging
 import os
 import re
-import sqlite3
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ from churnguard.scoring import load_scoring_config
 from churnguard.store.events import STORE_ERRORS, EventStore
 from churnguard.tracking import RegistryUnavailable, ResolvedModel, resolve_model_for_serving
 from churnguard.value import WorklistConfig
-from service.alert_routes import alert_metrics, open_alerts_or_none
+from service.alert_routes import alert_metrics, open_alerts_or_none, start_delivery
 from service.alert_routes import router as alert_router
 from service.config import (
     MODEL_DIR_ENV,
@@ -318,6 +318,9 @@ class ChurnService:
         self.event_store = EventStore.open(stored.url) if stored.enabled else None
         INGEST.store, INGEST.holder, INGEST.max_events = self.event_store, self.holder, stored.max_events
         STATE.worklist = load_scoring_config().worklist
+        self.outbox_stop = threading.Event()
+        if CONFIG.outbox.deliver_seconds > 0 and stored.enabled:
+            start_delivery(CONFIG.outbox.deliver_seconds, self.outbox_stop)
         self.holder.start_polling()
         # Everything loaded so far (libraries, the model) lives as long as the worker: keep it out of
         # the cyclic collector's full passes, which a 10,000-row batch's allocations trigger.
@@ -332,6 +335,7 @@ class ChurnService:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.holder.stop()
+        self.outbox_stop.set()
         self.packer.shutdown(wait=True)
         if self.prediction_log is not None:
             self.prediction_log.close()
@@ -366,7 +370,7 @@ class ChurnService:
         try:
             if self.prediction_log is not None:
                 self.prediction_log.append(batch, parsed.request_id)
-        except (sqlite3.Error, OSError) as exc:
+        except STORE_ERRORS as exc:
             return _log_unavailable(exc)
         return Response(
             single_body(batch, request.language),
@@ -394,7 +398,7 @@ class ChurnService:
                 body, version = await anyio.to_thread.run_sync(self._score_batch, parsed)
         except Rejected as rejected:
             return rejected.response(_headers(parsed))
-        except (sqlite3.Error, OSError) as exc:
+        except STORE_ERRORS as exc:
             return _log_unavailable(exc)
         media = "application/vnd.apache.parquet" if request.parquet_response else JSON_TYPE
         return Response(body, media_type=media, headers=_headers(parsed, version))
@@ -412,7 +416,7 @@ class ChurnService:
             body, version = await anyio.to_thread.run_sync(score)
         except Rejected as rejected:
             return rejected.response(_headers(parsed))
-        except (sqlite3.Error, OSError) as exc:  # the log (the store's own errors are answered first)
+        except STORE_ERRORS as exc:  # the log (the store's own errors are answered first)
             return _log_unavailable(exc)
         return Response(body, media_type=JSON_TYPE, headers=_headers(parsed, version))
 
@@ -528,7 +532,7 @@ async def worklist(request: Request) -> Response:
         body = await anyio.to_thread.run_sync(build)
     except WorklistError as exc:
         return invalid_input_field(exc.field, exc.message).response()
-    except (sqlite3.Error, OSError) as exc:
+    except STORE_ERRORS as exc:
         log.error("prediction log read failed: %s", exc)
         return json_response({"error": "the prediction log is unavailable"}, 503)
     return json_response(body, headers={"x-model-version": served.version})

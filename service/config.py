@@ -76,6 +76,14 @@ class EventStoreSettings(StrictModel):
     max_events: int = Field(100_000, ge=1, description="events per POST /events request (413 beyond)")
 
 
+class OutboxSettings(StrictModel):
+    deliver_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="each worker delivers the alert outbox this often; 0: off (`churnguard alerts deliver`)",
+    )
+
+
 class ServiceConfig(StrictModel):
     model: ModelSettings = ModelSettings()
     server: ServerSettings = ServerSettings()
@@ -83,6 +91,7 @@ class ServiceConfig(StrictModel):
     reload: ReloadSettings = ReloadSettings()
     prediction_log: PredictionLogSettings = PredictionLogSettings()
     event_store: EventStoreSettings = EventStoreSettings()
+    outbox: OutboxSettings = OutboxSettings()
 
     def model_uri(self, override: str | None = None) -> str:
         """--model, else CHURNGUARD_MODEL_URI, else model.uri, else models:/<name>@<alias>."""

@@ -46,17 +46,18 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
     )
 
 
-def build_live_world(state: Path) -> LiveWorld:
-    """Simulate into `state/sim`, build the table and a model, and ingest the files (the CLI)."""
+def build_live_world(state: Path, store_url: str | None = None, customers: int = CUSTOMERS) -> LiveWorld:
+    """Simulate into `state/sim`, build the table and a model, and ingest the files (the CLI) into
+    `store_url` (default: a SQLite store in `state`)."""
     os.environ["CHURNGUARD_STATE_DIR"] = str(state)  # crm.yaml reads {state}/sim
-    write(simulate(SimulationConfig(customers=CUSTOMERS, days=365, seed=SEED)), state / "sim")
+    write(simulate(SimulationConfig(customers=customers, days=365, seed=SEED)), state / "sim")
     config = load_dataset_config("crm")
     assert isinstance(config, EventsDataset)
     table = events_table(config, load_events(config))
     model_dir = build_table_artifact(
         state / "model", table, config, iterations=80, depth=4, model_name="churn-crm"
     )
-    store_url = f"sqlite:///{state / 'events.db'}"
+    store_url = store_url or f"sqlite:///{state / 'events.db'}"
     world = LiveWorld(state, config, table, model_dir, store_url, "")
     done = run_cli(["ingest", "--dataset", "crm"], world.environment())
     assert done.returncode == 0, done.stderr[-3000:]

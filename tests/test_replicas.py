@@ -1,0 +1,208 @@
+"""Two replicas of the service on one PostgreSQL database, as behind a load balancer.
+
+Two real `churnguard serve` processes (BentoML on loopback, different ports) share one prediction log
+and one event store, which also holds the alerts and their outbox. Under concurrent load to both,
+each scored customer is logged exactly once; what one replica ingests, the other scores; an alert
+raised by the daily pass is sent once although both replicas deliver from the outbox.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+from live_fixtures import LiveWorld, build_live_world, run_cli
+from model_fixtures import ServerProcess, start_server
+from pg_fixtures import fresh_database
+
+from alerts.receiver import WebhookReceiver
+from alerts.store import AlertStore
+from churnguard.prediction_log import PredictionLog
+from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 8
+REQUESTS_PER_CLIENT = 24
+BATCH_IDS = 5
+
+
+@dataclass
+class Replicas:
+    world: LiveWorld
+    url: str  # the shared PostgreSQL database: event store, alerts, outbox and prediction log
+    a: ServerProcess
+    b: ServerProcess
+    receiver: WebhookReceiver
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    state = tmp_path_factory.mktemp("replicas")
+    with (
+        fresh_database("churnguard_replicas") as url,
+        pytest.MonkeyPatch.context() as patch,
+        WebhookReceiver() as receiver,
+    ):
+        patch.setenv("CHURNGUARD_STATE_DIR", str(state))
+        world = build_live_world(state, store_url=url)
+        alerts_config = state / "alerts.yaml"
+        alerts_config.write_text(
+            yaml.safe_dump(
+                {
+                    "channels": {"hub": {"kind": "webhook", "url": receiver.url}},
+                    "default_channels": ["hub"],
+                    "daily_cap": 10_000,  # every alert on its own, so the receiver counts each by id
+                }
+            )
+        )
+        env = {
+            "CHURNGUARD_API_KEYS": "",
+            "CHURNGUARD_EVENT_STORE": url,
+            "CHURNGUARD_PREDICTION_LOG": url,
+            "CHURNGUARD_ALERTS_CONFIG": str(alerts_config),
+            "CHURNGUARD_SERVICE__OUTBOX__DELIVER_SECONDS": "0.5",
+        }
+        # Started together, as a deployment rolls out: both create the shared tables at once.
+        a = start_server(str(world.model_dir), state / "replica-a", env=env, wait=False)
+        b = start_server(str(world.model_dir), state / "replica-b", env=env, wait=False)
+        try:
+            a.wait_ready()
+            b.wait_ready()
+            yield Replicas(world, url, a, b, receiver, env)
+        finally:
+            a.stop()
+            b.stop()
+
+
+def observed_ids(world: LiveWorld, count: int) -> tuple[list[str], str]:
+    """Customers of the offline table on its last observation date, and that date."""
+    table = world.table.frame
+    last = table[OBSERVATION_COLUMN].max()
+    ids = sorted(table.loc[table[OBSERVATION_COLUMN] == last, ID_COLUMN].astype(str).unique())
+    return ids[:count], f"{last:%Y-%m-%d}"
+
+
+def test_concurrent_load_on_both_logs_each_scored_customer_once(replicas: Replicas) -> None:
+    ids, as_of = observed_ids(replicas.world, 120)
+    expected: Counter[tuple[str, str]] = Counter()
+    failures: list[str] = []
+    served_by: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def client(number: int) -> None:
+        with (
+            httpx.Client(base_url=replicas.a.base_url, timeout=60) as to_a,
+            httpx.Client(base_url=replicas.b.base_url, timeout=60) as to_b,
+        ):
+            for n in range(REQUESTS_PER_CLIENT):
+                replica, http = (replicas.a, to_a) if (number + n) % 2 == 0 else (replicas.b, to_b)
+                request_id = f"load-{number}-{n}"
+                start = (number * REQUESTS_PER_CLIENT + n) % len(ids)
+                if n % 3 == 0:  # a batch by ids; else one customer by id
+                    wanted = [ids[(start + k) % len(ids)] for k in range(BATCH_IDS)]
+                    body = {"customer_ids": wanted, "as_of": as_of, "explain": False}
+                    response = http.post("/predict_batch", json=body, headers={"x-request-id": request_id})
+                else:
+                    wanted = [ids[start]]
+                    body = {"customer_id": wanted[0], "as_of": as_of}
+                    response = http.post("/predict", json=body, headers={"x-request-id": request_id})
+                with lock:
+                    if response.status_code != 200:
+                        failures.append(
+                            f"{replica.port} {request_id}: {response.status_code} {response.text}"[:500]
+                        )
+                        continue
+                    served_by[replica.port] += 1
+                    for customer in wanted:
+                        expected[(request_id, customer)] += 1
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:5]
+    assert served_by[replicas.a.port] > 0 and served_by[replicas.b.port] > 0
+
+    log = PredictionLog.open(replicas.url)
+    try:
+        logged = log.read()
+    finally:
+        log.close()
+    logged = logged[logged["request_id"].str.startswith("load-")]
+    got = Counter(zip(logged["request_id"], logged["customer_id"], strict=True))
+    assert got == expected  # every scored customer once: none missing, none twice
+
+
+def test_an_event_ingested_by_one_replica_is_scored_by_the_other(replicas: Replicas) -> None:
+    customer = "REPLICA-NEW-1"
+    now = pd.Timestamp.now(tz="UTC")
+    with (
+        httpx.Client(base_url=replicas.a.base_url, timeout=60) as to_a,
+        httpx.Client(base_url=replicas.b.base_url, timeout=60) as to_b,
+    ):
+        unknown = to_b.post("/predict", json={"customer_id": customer})
+        assert unknown.status_code == 404 and customer in unknown.text
+        record = {
+            "customer_id": customer,
+            "signup_date": f"{now - pd.Timedelta(days=200):%Y-%m-%d}",
+            "segment": "SMB",
+            "industry": "retail",
+            "region": "EMEA",
+            "plan": "basic",
+            "contract_value": 3000,
+            "account_owner": "Ana Lima",
+        }
+        assert to_a.post("/customers", json={"customers": [record]}).status_code == 200
+        events = [
+            {
+                "event_id": f"replica-{day}",
+                "customer_id": customer,
+                "type": "login",
+                "timestamp": f"{now - pd.Timedelta(days=day):%Y-%m-%dT%H:%M:%SZ}",
+            }
+            for day in range(3, 150, 2)
+        ]
+        stored = to_a.post("/events", json={"events": events})
+        assert stored.status_code == 200 and stored.json()["stored"] == len(events), stored.text
+        by_b = to_b.post("/predict", json={"customer_id": customer, "as_of": f"{now:%Y-%m-%d}"})
+        by_a = to_a.post("/predict", json={"customer_id": customer, "as_of": f"{now:%Y-%m-%d}"})
+    assert by_b.status_code == 200, by_b.text
+    assert by_b.json()["customer_id"] == customer
+    assert by_b.json()["churn_probability"] == by_a.json()["churn_probability"]  # the same history
+
+
+def test_an_alert_is_sent_once_though_both_replicas_deliver(replicas: Replicas, tmp_path: Path) -> None:
+    _, day = observed_ids(replicas.world, 1)
+    daily = run_cli(
+        ["daily", "--dataset", "crm", "--as-of", day, "--model", str(replicas.world.model_dir),
+         "--store", replicas.url, "--log", replicas.url, "--out", str(tmp_path / "daily")],
+        {**replicas.world.environment(), **replicas.env},
+    )  # fmt: skip
+    assert daily.returncode == 0, daily.stderr[-3000:]
+    store = AlertStore.open(replicas.url)
+    try:
+        alerts = store.alerts(limit=10_000)
+        assert alerts, daily.stdout
+        assert pd.Series([a["customer_id"] for a in alerts]).is_unique
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and store.outbox_counts() != {"sent": len(alerts)}:
+            time.sleep(0.5)
+        assert store.outbox_counts() == {"sent": len(alerts)}, replicas.a.log_tail()
+    finally:
+        store.close()
+    receiver = replicas.receiver
+    assert set(receiver.alerts) == {a["alert_id"] for a in alerts}
+    assert set(receiver.alerts.values()) == {1}
+    # Sent once, not deduplicated by the receiver: no second copy ever reached it.
+    assert receiver.duplicates == 0 and receiver.requests == len(alerts)
