@@ -181,10 +181,14 @@ class ServiceClient(FastHttpUser):
         )
 
 
-def run_locust(url: str, users: int, duration: float) -> Environment:
+def run_locust(
+    url: str | None, users: int, duration: float, user_classes: list[type[FastHttpUser]] | None = None
+) -> Environment:
+    """`users` clients for `duration` seconds; `user_classes` with their own `host` spread the clients
+    over several services (benchmarks/replicas.py), else every client calls `url`."""
     # stop_timeout: at the end, each client finishes the request it has in flight (so that every
     # request the service answered is counted, and the log check is exact).
-    environment = Environment(user_classes=[ServiceClient], host=url, stop_timeout=120)
+    environment = Environment(user_classes=user_classes or [ServiceClient], host=url, stop_timeout=120)
     runner = environment.create_local_runner()
     runner.start(users, spawn_rate=users)
     gevent.sleep(duration)
@@ -193,17 +197,27 @@ def run_locust(url: str, users: int, duration: float) -> Environment:
     return environment
 
 
+LOG_COUNTS = (
+    "SELECT COUNT(*), COUNT(DISTINCT customer_id) FROM predictions WHERE request_id LIKE ?",
+    "SELECT COALESCE(SUM(customers), 0) FROM prediction_batches WHERE request_id LIKE ?",
+)
+
+
 def logged_customers(url: str) -> tuple[int, int]:
-    """This run's customers in the log: entries, and distinct customer ids among row entries."""
-    path = url[len("sqlite:///") :].partition("?")[0] if url.startswith("sqlite:///") else url
-    with contextlib.closing(sqlite3.connect(path, timeout=60)) as sql:
-        pattern = f"{RUN}-%"
-        rows, distinct = sql.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT customer_id) FROM predictions WHERE request_id LIKE ?", [pattern]
-        ).fetchone()
-        held = sql.execute(
-            "SELECT COALESCE(SUM(customers), 0) FROM prediction_batches WHERE request_id LIKE ?", [pattern]
-        ).fetchone()[0]
+    """This run's customers in the log (SQLite or PostgreSQL): entries, and distinct customer ids
+    among row entries."""
+    pattern = f"{RUN}-%"
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(url) as sql:
+            (rows, distinct), (held,) = (
+                sql.execute(query.replace("?", "%s"), [pattern]).fetchone() for query in LOG_COUNTS
+            )
+    else:
+        path = url[len("sqlite:///") :].partition("?")[0] if url.startswith("sqlite:///") else url
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as sql:
+            (rows, distinct), (held,) = (sql.execute(query, [pattern]).fetchone() for query in LOG_COUNTS)
     return int(rows) + int(held), int(distinct) + int(held)
 
 
@@ -273,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load (default 300)")
     parser.add_argument("--users", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--url", help="a running service; default: start one")
-    parser.add_argument("--log", help="its prediction log (sqlite:///PATH) for the completeness check")
+    parser.add_argument(
+        "--log", help="its prediction log (sqlite:///PATH or postgresql://...) for the completeness check"
+    )
     parser.add_argument("--api-key", default=os.environ.get("LOAD_API_KEY"), help="bearer key, if needed")
     parser.add_argument("--workers", type=int, default=2, help="service workers when starting one")
     parser.add_argument("--json", type=Path, help="also write the summary here")
