@@ -206,3 +206,31 @@ def test_an_alert_is_sent_once_though_both_replicas_deliver(replicas: Replicas, 
     assert set(receiver.alerts.values()) == {1}
     # Sent once, not deduplicated by the receiver: no second copy ever reached it.
     assert receiver.duplicates == 0 and receiver.requests == len(alerts)
+
+
+def test_a_shared_log_that_refuses_writes_is_a_503_on_either_replica(replicas: Replicas) -> None:
+    """A PostgreSQL log failing (here a trigger refuses inserts) gets the same 503 as a locked SQLite
+    log, "nothing was scored", never a 500; once it accepts writes again, so does the service."""
+    import psycopg
+
+    ids, as_of = observed_ids(replicas.world, 1)
+    body = {"customer_id": ids[0], "as_of": as_of}
+    with psycopg.connect(replicas.url, autocommit=True) as sql:
+        sql.execute(
+            "CREATE FUNCTION refuse_log() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'log refused'; END $$ "
+            "LANGUAGE plpgsql"
+        )
+        sql.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON predictions FOR EACH ROW EXECUTE FUNCTION refuse_log()"
+        )
+        try:
+            for server in (replicas.a, replicas.b):
+                refused = httpx.post(f"{server.base_url}/predict", json=body, timeout=60)
+                assert refused.status_code == 503, refused.text
+                assert "nothing was scored" in refused.json()["error"]
+                assert refused.headers["retry-after"] == "5"
+        finally:
+            sql.execute("DROP TRIGGER refuse ON predictions")
+        for server in (replicas.a, replicas.b):
+            answered = httpx.post(f"{server.base_url}/predict", json=body, timeout=60)
+            assert answered.status_code == 200, answered.text
