@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 import numpy as np
@@ -747,7 +747,7 @@ class SqlitePredictionLog(PredictionLog):
 
 
 class PostgresPredictionLog(PredictionLog):
-    """PostgreSQL through psycopg 3 (not in the lock file; install `psycopg[binary]` to use it)."""
+    """PostgreSQL through psycopg 3 (in the lock): one connection per worker, reopened when it breaks."""
 
     placeholder = "%s"
     _OLDEST_ROWS = (
@@ -763,21 +763,35 @@ class PostgresPredictionLog(PredictionLog):
             raise ValueError(
                 "a PostgreSQL prediction log needs the psycopg package (psycopg[binary])"
             ) from exc
+        self._url = url
         self._connection = psycopg.connect(url, autocommit=False)
         with self._transaction() as cursor:
             for statement in _POSTGRES_SCHEMA.split(";"):
                 if statement.strip():
                     cursor.execute(statement)
 
+    def _live(self) -> Any:
+        """The connection, opened again when the last one broke (the server restarted or dropped it):
+        the request that met the broken one got a 503, the next ones are logged again."""
+        if self._connection.closed:
+            import psycopg
+
+            self._connection = psycopg.connect(self._url, autocommit=False)
+        return self._connection
+
     @contextmanager
     def _transaction(self) -> Iterator[object]:
-        with self._lock, self._connection.transaction(), self._connection.cursor() as cursor:
-            yield cursor
+        with self._lock:
+            connection = self._live()
+            with connection.transaction(), connection.cursor() as cursor:
+                yield cursor
 
     def _query(self, sql: str, params: Sequence[object]) -> list[tuple]:
-        with self._lock, self._connection.transaction(), self._connection.cursor() as cursor:
-            cursor.execute(sql, list(params))
-            return cursor.fetchall()
+        with self._lock:
+            connection = self._live()
+            with connection.transaction(), connection.cursor() as cursor:
+                cursor.execute(sql, list(params))
+                return cursor.fetchall()
 
     def close(self) -> None:
         with self._lock:

@@ -234,3 +234,26 @@ def test_a_shared_log_that_refuses_writes_is_a_503_on_either_replica(replicas: R
         for server in (replicas.a, replicas.b):
             answered = httpx.post(f"{server.base_url}/predict", json=body, timeout=60)
             assert answered.status_code == 200, answered.text
+
+
+def test_both_replicas_recover_when_postgresql_drops_their_connections(replicas: Replicas) -> None:
+    """A database restart or failover drops every connection: the requests that meet a dropped one get
+    a 503 (nothing scored), and the replicas reconnect by themselves rather than failing until restarted."""
+    import psycopg
+
+    ids, as_of = observed_ids(replicas.world, 1)
+    body = {"customer_id": ids[0], "as_of": as_of}
+    with psycopg.connect(replicas.url, autocommit=True) as sql:
+        dropped = sql.execute(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert dropped >= 4  # at least the event store and the log of each replica
+    for server in (replicas.a, replicas.b):
+        statuses = []
+        for _ in range(6):
+            answer = httpx.post(f"{server.base_url}/predict", json=body, timeout=60)
+            statuses.append(answer.status_code)
+            if answer.status_code == 200:
+                break
+        assert statuses[-1] == 200 and set(statuses) <= {200, 503}, (statuses, server.log_tail(20))
