@@ -641,3 +641,54 @@ def test_two_passes_at_once_on_postgresql_raise_each_alert_once(tmp_path: Path) 
         finally:
             for store in stores:
                 store.close()
+
+
+def test_two_senders_on_one_postgresql_outbox_send_each_message_once(tmp_path: Path) -> None:
+    """Two replicas delivering from one outbox at once: both send, and no message is sent twice (the
+    claim skips rows the other sender holds)."""
+    import threading
+    from collections import Counter
+
+    from pg_fixtures import fresh_database
+
+    from alerts.channels import send
+    from alerts.outbox import deliver_due
+
+    config, _ = make_config(tmp_path, daily_cap=1000)
+    customers = [f"S{number:02d}" for number in range(60)]
+    snapshot = write_snapshot(tmp_path / "d" / "m", DAY, [snapshot_row(c, "high") for c in customers])
+
+    def slow() -> str:
+        time.sleep(0.01)  # a receiver that takes a moment: both senders have claims in flight together
+        return "ok"
+
+    with fresh_database("alerts_senders") as url, WebhookReceiver(SECRET, fault=slow) as receiver:
+        config = with_url(config, receiver.url)
+        stores = [AlertStore.open(url), AlertStore.open(url)]
+        raised = raise_alerts(stores[0], config, snapshot, dict.fromkeys(customers, "Ana Lima"), "m")
+        assert raised.raised == len(customers)
+        sent_by: Counter[str] = Counter()
+        together = threading.Barrier(2)
+
+        def sender(name: str, store: AlertStore) -> None:
+            def counted(channel: Any, payload: dict[str, Any], timeout: float) -> None:
+                send(channel, payload, timeout)
+                sent_by[name] += 1
+
+            together.wait()
+            while deliver_due(store, config, limit=3, sender=counted).left.get("pending", 0):
+                pass
+
+        threads = [threading.Thread(target=sender, args=(n, s)) for n, s in zip("ab", stores, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        try:
+            assert stores[0].outbox_counts() == {"sent": len(customers)}
+        finally:
+            for store in stores:
+                store.close()
+    assert sent_by["a"] > 0 and sent_by["b"] > 0 and sent_by.total() == len(customers)
+    assert len(receiver.alerts) == len(customers) and set(receiver.alerts.values()) == {1}
+    assert receiver.duplicates == 0 and receiver.requests == len(customers)
