@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # The dependency audit: known CVEs (PyPI's advisory data) in the locked versions of the serving,
 # registry and reporting stack. Accepted findings, each with its reason, live in audit-accepted.txt.
 AUDIT_PACKAGES := bentoml mlflow mlflow-skinny mlflow-tracing evidently
-.PHONY: setup demo test lint bench clean lock audit load
+.PHONY: setup demo test lint bench clean lock audit load load-replicas
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ audit: setup
 # The 5-minute, 32-client load scenario (locust in a second process; see benchmarks/load.py).
 load: setup
 	$(BIN)/python benchmarks/load.py --duration 300 --users 32
+
+# The same scenario over two replicas sharing one fresh PostgreSQL database (see benchmarks/replicas.py).
+load-replicas: setup
+	$(BIN)/python benchmarks/replicas.py --duration 300 --users 32
 
 # Regenerate the lock after editing dependencies in pyproject.toml.
 lock: setup
