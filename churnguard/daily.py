@@ -3,7 +3,8 @@
 The pass works through the customers in chunks, sorted by id. A chunk is scored, appended to the
 prediction log under the request id `daily-<model>-<date>-<chunk>`, and then written as one part of
 the day's Parquet snapshot (written to a temporary name, then renamed). So:
-- run twice for the same date, the second run finds every part written and changes nothing;
+- run twice for the same date, the second run finds every part written and changes nothing; run on
+  two hosts at once (each with its own snapshot folder, one shared log), each chunk is logged once;
 - a run that was killed is run again and does only the chunks without a part, and a chunk that was
   logged but not written is written without being logged a second time.
 When every chunk is done, the parts are joined into `<out>/<model>/<date>.parquet` and a manifest
@@ -16,6 +17,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +38,7 @@ from churnguard.store.intake import CHURN, SIGNUP
 log = logging.getLogger(__name__)
 
 CHUNK_CUSTOMERS = 5_000
+LOOK_MARGIN = timedelta(minutes=5)
 
 
 @dataclass
@@ -110,6 +113,10 @@ def daily_pass(
     chunks = [ids[start : start + chunk_customers] for start in range(0, len(ids), chunk_customers)]
     summary.chunks = len(chunks)
     prefix = f"daily-{model_name}-{day}-"
+    # Another run of the same day (on another host) may log a chunk while this one runs: each append
+    # checks the log since a little before this run looked, so a chunk is logged once however they
+    # interleave (the margin covers a chunk stamped just before the look and committed just after).
+    looked = (datetime.now(UTC) - LOOK_MARGIN).isoformat(timespec="microseconds")
     logged = prediction_log.logged_requests(prefix) if prediction_log is not None else set()
     history = LoggedHistory(prediction_log) if prediction_log is not None else None
     by_id = customers.set_index(ID_COLUMN, drop=False)
@@ -134,7 +141,7 @@ def daily_pass(
                 _rejected_rows(checked).to_csv(part.with_suffix(".errors.csv"), index=False)
             batch = predictor.score_checked(checked, explain=explain, history=history)
             if prediction_log is not None and request_id not in logged:
-                prediction_log.append(batch, request_id)
+                prediction_log.append(batch, request_id, unless_logged_since=looked)
             result = batch.to_frame(explain_columns=explain)
             result.insert(1, OBSERVATION_COLUMN, as_of)
             temporary = part.with_suffix(".tmp")

@@ -429,22 +429,53 @@ class PredictionLog:
     def _binary(self, data: bytes) -> object:
         return data
 
-    def append(self, batch: ScoredRows, request_id: str, exchange: Exchange | None = None) -> int:
+    def append(
+        self,
+        batch: ScoredRows,
+        request_id: str,
+        exchange: Exchange | None = None,
+        *,
+        unless_logged_since: str | None = None,
+    ) -> int:
         """Write the batch and commit; returns the number of customers logged.
 
-        `exchange`: the request and response bodies of a large batch, stored as they are."""
+        `exchange`: the request and response bodies of a large batch, stored as they are.
+        `unless_logged_since` (ISO time): log nothing (return 0) when `request_id` was logged since
+        then, checked in the writing transaction after taking a lock on the id, so two processes
+        appending the same id at once (a daily pass run on two hosts) log it once."""
         if not len(batch):
             return 0
+        if unless_logged_since is not None:
+            with self._transaction() as cursor:
+                self._lock_request(cursor, request_id)
+                mark = self.placeholder
+                where = f"WHERE logged_at >= {mark} AND request_id = {mark}"
+                cursor.execute(
+                    f"SELECT 1 FROM predictions {where} UNION ALL SELECT 1 FROM prediction_batches {where} "
+                    "LIMIT 1",
+                    [unless_logged_since, request_id, unless_logged_since, request_id],
+                )
+                if cursor.fetchone() is not None:
+                    return 0
+                sql, entries = self._entries(batch, request_id, exchange)
+                cursor.executemany(sql, entries)
+            return len(batch)
+        sql, entries = self._entries(batch, request_id, exchange)
+        if len(entries) == 1:
+            self._write_one(sql, entries[0])
+        else:
+            with self._transaction() as cursor:
+                cursor.executemany(sql, entries)
+        return len(batch)
+
+    def _entries(
+        self, batch: ScoredRows, request_id: str, exchange: Exchange | None
+    ) -> tuple[str, list[Sequence[object]]]:
+        """The insert and its rows: one per customer, or one columnar record for a large batch."""
         logged_at = now_iso()
         if len(batch) < self.batch_rows:
             entries = _row_entries(batch, request_id, logged_at)
-            sql = _ROW_INSERT.format(", ".join([self.placeholder] * 11))
-            if len(entries) == 1:
-                self._write_one(sql, entries[0])
-            else:
-                with self._transaction() as cursor:
-                    cursor.executemany(sql, entries)
-            return len(batch)
+            return _ROW_INSERT.format(", ".join([self.placeholder] * 11)), entries
         exchange = exchange or _exchange(batch)
         inputs_format, inputs = pack_payload(exchange.inputs_format, exchange.inputs)
         outputs_format, outputs = pack_payload(exchange.outputs_format, exchange.outputs)
@@ -458,8 +489,10 @@ class PredictionLog:
             outputs_format,
             self._binary(outputs),
         )
-        self._write_one(_BATCH_INSERT.format(", ".join([self.placeholder] * 8)), params)
-        return len(batch)
+        return _BATCH_INSERT.format(", ".join([self.placeholder] * 8)), [params]
+
+    def _lock_request(self, cursor: Any, request_id: str) -> None:
+        """Held until the transaction ends. SQLite's BEGIN IMMEDIATE already lets one writer in."""
 
     def _write_one(self, sql: str, params: Sequence[object]) -> None:
         with self._transaction() as cursor:
@@ -769,6 +802,9 @@ class PostgresPredictionLog(PredictionLog):
             for statement in _POSTGRES_SCHEMA.split(";"):
                 if statement.strip():
                     cursor.execute(statement)
+
+    def _lock_request(self, cursor: Any, request_id: str) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [request_id])
 
     def _live(self) -> Any:
         """The connection, opened again when the last one broke (the server restarted or dropped it):

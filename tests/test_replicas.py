@@ -257,3 +257,57 @@ def test_both_replicas_recover_when_postgresql_drops_their_connections(replicas:
             if answer.status_code == 200:
                 break
         assert statuses[-1] == 200 and set(statuses) <= {200, 503}, (statuses, server.log_tail(20))
+
+
+def test_a_daily_pass_run_on_two_hosts_at_once_logs_each_customer_once(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """Two schedulers start the same day's pass together against the shared log (each with its own
+    snapshot folder, as on two hosts): every active customer is logged once for that day."""
+    from churnguard.daily import daily_pass
+    from churnguard.predict import Predictor
+    from churnguard.store.events import EventStore
+
+    _, last = observed_ids(replicas.world, 1)
+    day = pd.Timestamp(last) - pd.Timedelta(days=1)  # not the day the alert test passes
+    predictor = Predictor.load(replicas.world.model_dir, "1")
+    together = threading.Barrier(2)
+    summaries, errors = [], []
+
+    def run(host: str) -> None:
+        store, log = EventStore.open(replicas.url), PredictionLog.open(replicas.url)
+        try:
+            together.wait()
+            summaries.append(
+                daily_pass(
+                    predictor,
+                    "churn-crm",
+                    store,
+                    log,
+                    day,
+                    tmp_path / host,
+                    explain=False,
+                    chunk_customers=50,
+                    progress=False,
+                )
+            )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            store.close()
+            log.close()
+
+    threads = [threading.Thread(target=run, args=(host,)) for host in ("host-a", "host-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert summaries[0].scored == summaries[1].scored > 100 and summaries[0].chunks >= 3
+    log = PredictionLog.open(replicas.url)
+    try:
+        logged = log.read()
+    finally:
+        log.close()
+    logged = logged[logged["request_id"].str.startswith(f"daily-churn-crm-{day:%Y-%m-%d}-")]
+    assert len(logged) == summaries[0].scored and logged["customer_id"].is_unique
