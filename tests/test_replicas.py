@@ -61,7 +61,6 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
                 {
                     "channels": {"hub": {"kind": "webhook", "url": receiver.url}},
                     "default_channels": ["hub"],
-                    "daily_cap": 10_000,  # every alert on its own, so the receiver counts each by id
                 }
             )
         )
@@ -71,6 +70,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
             "CHURNGUARD_PREDICTION_LOG": url,
             "CHURNGUARD_ALERTS_CONFIG": str(alerts_config),
             "CHURNGUARD_SERVICE__OUTBOX__DELIVER_SECONDS": "0.5",
+            # Every alert on its own (no digest), so the receiver counts each by id.
+            "CHURNGUARD_SCORING__ALERTS__DAILY_CAP": "10000",
         }
         # Started together, as a deployment rolls out: both create the shared tables at once.
         a = start_server(str(world.model_dir), state / "replica-a", env=env, wait=False)
