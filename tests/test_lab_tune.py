@@ -60,6 +60,12 @@ def test_tune_tracks_every_trial_as_a_nested_run(tuned: TuneResult) -> None:
     assert pruned["metrics.folds_fitted"].between(1, 2).all()
 
     assert parent.data.params["best_depth"] == str(tuned.best_params["depth"])
+    # `best_iterations` is the best trial's early-stopped count, not the search's iteration ceiling.
+    best_trial = completed.loc[completed["metrics.validation_auc"].idxmax()]
+    assert parent.data.params["iterations_ceiling"] == str(tuned.best_params["iterations"])
+    assert parent.data.params["best_iterations"] == str(int(best_trial["metrics.best_iterations"]))
+    assert parent.data.metrics["best_iterations"] == best_trial["metrics.best_iterations"]
+    assert 1 <= parent.data.metrics["best_iterations"] <= tuned.best_params["iterations"]
     assert parent.data.params["objective"] == "cross_validation" and parent.data.params["folds"] == "3"
     assert parent.data.tags["dataset_hash"] == config_hash(load_dataset_config("telco"))
     assert len(parent.data.tags["git_commit"]) in (7, 40) or parent.data.tags["git_commit"] == "unknown"

@@ -371,13 +371,22 @@ def _log_study_summary(client: MlflowClient, parent_run_id: str, study: optuna.S
         return
     best = study.best_trial
     client.log_metric(parent_run_id, "best_validation_value", float(best.value))
+    # `iterations` in the search space is the ceiling early stopping works under: logged as
+    # `best_iterations` it read as the 2,000 ceiling; the early-stopped count takes that name.
+    early_stopped = int(best.user_attrs[BEST_ITERATIONS_ATTR])
+    client.log_metric(parent_run_id, "best_iterations", early_stopped)
     client.log_batch(
         parent_run_id,
         params=[
-            mlflow.entities.Param(f"best_{name}", runs.param_value(value))
+            mlflow.entities.Param(
+                "iterations_ceiling" if name == "iterations" else f"best_{name}", runs.param_value(value)
+            )
             for name, value in best.params.items()
         ]
-        + [mlflow.entities.Param("best_trial", str(best.number))],
+        + [
+            mlflow.entities.Param("best_trial", str(best.number)),
+            mlflow.entities.Param("best_iterations", str(early_stopped)),
+        ],
     )
     if len(completed) >= 2:
         try:
