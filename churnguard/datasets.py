@@ -37,17 +37,29 @@ from churnguard.config import validate as validate_config
 from churnguard.features import EventTypeSpec, before_signup
 from churnguard.schema import ID_COLUMN, SignalGroup
 from churnguard.settings import config_dir, resolve_path
+from churnguard.sources import (
+    SPREADSHEET_SUFFIXES,
+    CustomerKeys,
+    DateColumn,
+    TableLayout,
+    TypeNames,
+    parse_dates,
+    read_spreadsheet,
+    read_text_table,
+    resolve_event_keys,
+    snapshot_date_features,
+)
 
 log = logging.getLogger(__name__)
 
-FileFormat = Literal["auto", "csv", "parquet", "whitespace"]
+FileFormat = Literal["auto", "csv", "parquet", "whitespace", "xlsx"]
 EXAMPLES = 5  # example rows quoted per problem
 
 
 # ---------------------------------------------------------------------------------------------- configs
 
 
-class FileSpec(StrictModel):
+class FileSpec(TableLayout):
     path: str
     format: FileFormat = "auto"
 
@@ -91,6 +103,15 @@ class SnapshotDataset(StrictModel):
     default_group: SignalGroup = "profile"
     checks: DatasetChecks = DatasetChecks()
     recency_baseline: RecencyBaseline | None = None
+    # Date columns become days-since or age as of `snapshot_date`, the day the export describes.
+    date_columns: dict[str, DateColumn] = {}
+    snapshot_date: date | None = None
+
+    @model_validator(mode="after")
+    def _dates_need_a_moment(self) -> SnapshotDataset:
+        if self.date_columns and self.snapshot_date is None:
+            raise ValueError("`date_columns` count from `snapshot_date`: give the day the export describes")
+        return self
 
     _path: Path | None = PrivateAttr(default=None)
     _hash: str = PrivateAttr(default="")
@@ -120,6 +141,8 @@ class EventSource(FileSpec, SourceEnd):
     columns: EventColumns = EventColumns()
     type: str | None = None  # constant event type for files without a type column
     timestamp_format: str | None = None  # strftime format, e.g. "%Y%m%d"
+    type_names: TypeNames | None = None  # `columns.type` holds ids; this file names them
+    customer_keys: CustomerKeys | None = None  # `columns.customer_id` holds another entity's key
 
     @model_validator(mode="after")
     def _type_from_column_or_constant(self) -> EventSource:
@@ -136,6 +159,7 @@ class CustomersSource(FileSpec, SourceEnd):
     categorical_columns: list[str] = []  # static columns to treat as categories even if numeric
     groups: dict[str, SignalGroup] = {}
     default_group: SignalGroup = "profile"
+    date_columns: dict[str, DateColumn] = {}  # counted from each observation date (point in time)
 
 
 class SubscriptionsSource(FileSpec, SourceEnd):
@@ -201,6 +225,9 @@ class EventsDataset(StrictModel):
     windows_days: list[int] = [7, 30, 90, 180]
     churn: ChurnDefinition
     checks: DatasetChecks = DatasetChecks()
+    # Lead-time share reported as "alerted at least this many days before the churn"; default
+    # `evaluation.lead_time_days` (30) but at most half the horizon, where an alert can reach it.
+    lead_time_days: int | None = Field(default=None, ge=1)
 
     _path: Path | None = PrivateAttr(default=None)
     _hash: str = PrivateAttr(default="")
@@ -209,7 +236,15 @@ class EventsDataset(StrictModel):
     def _churn_source_exists(self) -> EventsDataset:
         if self.churn.column is not None and self.customers is None:
             raise ValueError("churn.column names a customers column, but there is no `customers` file")
+        if self.lead_time_days is not None and self.lead_time_days >= self.horizon_days:
+            raise ValueError(
+                f"`lead_time_days` ({self.lead_time_days}) must be shorter than `horizon_days` "
+                f"({self.horizon_days}): a churn inside the horizon is never that far ahead"
+            )
         return self
+
+    def lead_time(self, default: int) -> int:
+        return self.lead_time_days or max(1, min(default, self.horizon_days // 2))
 
     @property
     def registered_model_name(self) -> str:
@@ -367,18 +402,22 @@ def read_table(
     path = resolve_path(spec.path, root)
     fmt = spec.format
     if fmt == "auto":
-        fmt = "parquet" if path.suffix in {".parquet", ".pq"} else "csv"
+        suffix = path.suffix.lower()
+        fmt = "xlsx" if suffix in SPREADSHEET_SUFFIXES else "csv"
+        fmt = "parquet" if suffix in {".parquet", ".pq"} else fmt
     if not path.is_file():
         report.error(path, None, "file not found (check `path` in the dataset config)")
         return pd.DataFrame()
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(path)
+        elif fmt == "xlsx":
+            frame = read_spreadsheet(path, spec, id_columns)
         else:
-            sep = r"\s+" if fmt == "whitespace" else ","
-            frame = pd.read_csv(path, sep=sep, dtype={c: str for c in id_columns}, low_memory=False)
+            frame = read_text_table(path, spec, r"\s+" if fmt == "whitespace" else ",", id_columns)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as exc:
-        report.error(path, None, f"cannot be read as {fmt}: {exc}")
+        sheet = f", sheet {spec.sheet!r}" if fmt == "xlsx" and spec.sheet is not None else ""
+        report.error(path, None, f"cannot be read as {fmt}{sheet}: {exc}")
         return pd.DataFrame()
     report.rows_read[str(path)] = len(frame)
     if frame.empty:
@@ -501,6 +540,7 @@ def check_snapshot_names(config: SnapshotDataset, columns: list[str], report: Da
     yaml = config_file(config)
     report.unknown_names(yaml, "drop_columns", [c for c in config.drop_columns if c not in columns], columns)
     report.unknown_names(yaml, "types", [c for c in config.types if c not in columns], columns)
+    report.unknown_names(yaml, "date_columns", [c for c in config.date_columns if c not in columns], columns)
     not_features = {config.id_column, config.label.column, *config.drop_columns}
     features = [c for c in columns if c not in not_features]
     for name in config.groups:
@@ -591,6 +631,9 @@ def load_snapshot(config: SnapshotDataset, strict: bool = False) -> SnapshotData
             frame[column] = to_numeric(frame[column], path, column, report, blanks_ok=True)
         else:
             frame[column] = frame[column].astype("string").str.strip().astype(object)
+    if config.date_columns:
+        moment = pd.Timestamp(config.snapshot_date)
+        frame = snapshot_date_features(frame, config.date_columns, moment, path, report, strict)
     report.raise_for_errors()
 
     features = [c for c in frame.columns if c not in (config.id_column, config.label.column)]
@@ -639,6 +682,7 @@ def read_event_parts(config: EventsDataset, report: DataReport, strict: bool) ->
         needed = [c for c in (columns.customer_id, columns.timestamp, columns.type, columns.value) if c]
         if raw.empty or not require_columns(raw, needed, path, report):
             continue
+        raw = resolve_event_keys(source, raw, root, path, report, strict)
         frame = pd.DataFrame(
             {
                 "customer_id": raw[columns.customer_id].astype("string").str.strip(),
@@ -689,6 +733,7 @@ def read_customers(
         source.id_column,
         *([source.signup_column] if source.signup_column else []),
         *source.static_columns,
+        *source.date_columns,
     ]
     if config.churn.column:
         needed.append(config.churn.column)
@@ -724,6 +769,10 @@ def read_customers(
         if column in source.categorical_columns or not pd.api.types.is_numeric_dtype(values):
             values = values.astype("string").str.strip().astype(object)
         customers[column] = values.to_numpy()
+    for column, spec in source.date_columns.items():
+        if column in source.static_columns:
+            report.error(config_file(config), column, "in both `customers.static_columns` and `date_columns`")
+        customers[column] = parse_dates(raw[column], spec.format, path, column, report, strict).to_numpy()
     if config.churn.column:
         customers["__churn_date"] = parse_timestamps(
             raw[config.churn.column], source.signup_format, path, config.churn.column, report, strict

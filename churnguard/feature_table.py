@@ -39,6 +39,7 @@ from churnguard.schema import (
     FeatureSpec,
     SignalGroup,
 )
+from churnguard.sources import derive_dates
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,18 @@ def build_feature_table(config: DatasetConfig, strict: bool = False) -> FeatureT
 
 def snapshot_table(config: SnapshotDataset, strict: bool = False) -> FeatureTable:
     data = load_snapshot(config, strict=strict)
+    dates = {spec.feature_name(column): (column, spec) for column, spec in config.date_columns.items()}
     specs = []
     for column in data.feature_columns:
+        if column in dates:
+            source, date_spec = dates[column]
+            group = date_spec.group or config.groups.get(source, config.default_group)
+            specs.append(
+                FeatureSpec(
+                    name=column, dtype="numeric", group=group, kind=date_spec.derive, source_column=source
+                )
+            )
+            continue
         numeric = pd.api.types.is_numeric_dtype(data.frame[column]) and not pd.api.types.is_bool_dtype(
             data.frame[column]
         )
@@ -195,16 +206,23 @@ class FeaturePlan:
     default_group: SignalGroup = "profile"
     # From a schema: the dtype each static column is scored as (values from a store are coerced to it).
     static_dtypes: dict[str, str] | None = None
+    # The customers' date columns as features: (date column, feature name, derivation, group).
+    date_features: tuple[tuple[str, str, str, SignalGroup], ...] = ()
 
     @classmethod
     def from_config(cls, config: EventsDataset) -> FeaturePlan:
         customers = config.customers
+        dates = customers.date_columns if customers else {}
         return cls(
             {name: spec.spec() for name, spec in config.event_types.items()},
             tuple(config.windows_days),
             tuple(customers.static_columns if customers else ()),
             dict(customers.groups) if customers else {},
             customers.default_group if customers else "profile",
+            date_features=tuple(
+                (column, spec.feature_name(column), spec.derive, spec.group or customers.default_group)
+                for column, spec in dates.items()
+            ),
         )
 
     @classmethod
@@ -221,6 +239,7 @@ class FeaturePlan:
             if spec.kind == "count" and spec.event_type == next(iter(event_types)):
                 windows.append(int(spec.window_days or 0))
         static = [spec for spec in schema.features if spec.kind == "static"]
+        dates = [spec for spec in schema.features if spec.kind in ("days_since", "age_years")]
         if not event_types or not windows:
             raise ValueError("the model has no event features: it scores feature vectors, not customer ids")
         plan = cls(
@@ -229,8 +248,9 @@ class FeaturePlan:
             tuple(spec.name for spec in static),
             {spec.name: spec.group for spec in static},
             static_dtypes={spec.name: spec.dtype for spec in static},
+            date_features=tuple((s.source_column or "", s.name, s.kind, s.group) for s in dates),
         )
-        rebuilt = ["tenure_days", *plan.static_columns]
+        rebuilt = ["tenure_days", *plan.static_columns, *(name for _, name, _, _ in plan.date_features)]
         rebuilt += [spec.name for spec in features.event_feature_specs(event_types, plan.windows_days)]
         if rebuilt != schema.names:
             raise ValueError("the model's feature schema is not one the event features rebuild, in order")
@@ -272,6 +292,15 @@ def customer_features(
                 dtype="numeric" if numeric else "categorical",
                 group=plan.groups.get(column, plan.default_group),
             )
+        )
+    # Date columns count from each row's own moment: a date after it is not known then (sources.py).
+    observed = population[OBSERVATION_COLUMN].to_numpy(dtype="datetime64[ns]")
+    for column, name, derive, group in plan.date_features:
+        held = np.asarray(customers[column], dtype="datetime64[ns]")
+        dates = pd.api.extensions.take(held, rows, allow_fill=True)
+        head[name] = derive_dates(dates, observed, derive)
+        static_specs.append(
+            FeatureSpec(name=name, dtype="numeric", group=group, kind=derive, source_column=column)
         )
     tenure_spec = FeatureSpec(name="tenure_days", dtype="numeric", group="relationship", kind="tenure")
     # In front of the event columns, in place: a frame of the head plus a concat cost more per request.

@@ -82,6 +82,8 @@ class LiveFeatures:
             else:
                 # Plain Python beats pandas' string methods on the one customer a request asks for.
                 prepared[column] = np.array([_text(value) for value in np.asarray(given)], dtype=object)
+        for column, _, _, _ in self.plan.date_features:
+            prepared[column] = _dates(customers.get(column), len(ids))
         return prepared
 
     def frame(
@@ -140,6 +142,15 @@ def _numbers(values: np.ndarray) -> np.ndarray:
         return values.astype(np.float64)  # numbers and None (as NaN): the usual case, in C
     except (TypeError, ValueError):
         return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _dates(values: object, count: int) -> np.ndarray:
+    """datetime64[ns] of stored date attributes (ISO text from the backfill or the API); NaT when
+    absent or unreadable, as the dataset loader reads an unparseable date."""
+    if values is None:
+        return np.full(count, np.datetime64("NaT"), dtype="datetime64[ns]")
+    parsed = pd.to_datetime(pd.Series(np.asarray(values, dtype=object)), errors="coerce", utc=True)
+    return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
 
 def _text(value: object) -> str | None:

@@ -20,8 +20,21 @@ SignalGroup = Literal[
 SIGNAL_GROUPS: tuple[str, ...] = SignalGroup.__args__  # type: ignore[attr-defined]
 
 # What a feature measures; `static` is a customer attribute, the rest are computed from events.
+# `days_since` and `age_years` are a customer's date column counted from the row's moment.
 FeatureKind = Literal[
-    "static", "tenure", "count", "sum", "mean", "max", "trend", "mom", "days_since_last", "last", "previous"
+    "static",
+    "tenure",
+    "count",
+    "sum",
+    "mean",
+    "max",
+    "trend",
+    "mom",
+    "days_since_last",
+    "last",
+    "previous",
+    "days_since",
+    "age_years",
 ]
 
 ID_COLUMN = "customer_id"
@@ -39,6 +52,7 @@ class FeatureSpec(BaseModel):
     event_type: str | None = None  # for event features: the event type it aggregates
     window_days: int | None = None  # for count/sum/mean: the trailing window
     label: str | None = None  # human name of the event type, e.g. "orders"
+    source_column: str | None = None  # for days_since/age_years: the date column it counts from
     # Learned from the training data by `FeatureSchema.fit`; the service checks inputs against them.
     min: float | None = None
     max: float | None = None

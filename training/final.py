@@ -157,7 +157,9 @@ def fit_final(
     metrics.update(tier_metrics(tiers, test_label))
     if table.kind == "events" and data.churn_dates is not None:
         lead = alert_lead_times(test_rows, tiers, test_label, data.churn_dates)
-        metrics.update(lead_time_metrics(lead, config.evaluation.lead_time_days))
+        # The dataset's lead time (`lead_time_days`; default at most half its horizon) names the metric.
+        lead_days = dataset_config.lead_time(config.evaluation.lead_time_days)
+        metrics.update(lead_time_metrics(lead, lead_days))
     test_metrics = finite({f"test_{name}": value for name, value in metrics.items()})
 
     fitted_schema = schema.fit(final_rows[schema.names])

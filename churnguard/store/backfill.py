@@ -72,7 +72,7 @@ def content_event_ids(events: pd.DataFrame) -> np.ndarray:
 
 
 def customer_records(
-    customers: pd.DataFrame, churn_dates: pd.Series | None, static: list[str]
+    customers: pd.DataFrame, churn_dates: pd.Series | None, static: list[str], dates: tuple[str, ...] = ()
 ) -> CustomerBatch:
     ids = customers[ID_COLUMN].astype(str).tolist()
     columns: dict[str, list] = {}
@@ -86,6 +86,8 @@ def customer_records(
         columns[column] = [
             None if v is None or (isinstance(v, float) and np.isnan(v)) else _plain(v) for v in values
         ]
+    for column in dates:  # parsed dates as ISO text, read back by the live loop
+        columns[column] = [None if pd.isna(v) else pd.Timestamp(v).isoformat() for v in customers[column]]
     names = list(columns)
     attributes = [
         json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False)
@@ -117,7 +119,8 @@ def backfill(config: EventsDataset, store: EventStore, progress: bool = True) ->
     summary.report = report
 
     static = list(config.customers.static_columns) if config.customers else []
-    customer_batch = customer_records(customers, churn_dates, static)
+    dates = tuple(config.customers.date_columns) if config.customers else ()
+    customer_batch = customer_records(customers, churn_dates, static, dates)
     summary.customers = store.upsert_customers(customer_batch)
 
     known = set(config.event_types)
