@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from churnguard.simulate import SimulationConfig, simulate, write
 from training.config import EventsSplit
-from training.splits import events_split
+from training.splits import events_split, fold_indices
 from training.trials import customer_folds
 from training.tune import run_tune
 
@@ -43,6 +43,31 @@ def test_customer_folds_are_out_of_time_and_out_of_customer() -> None:
     at_validation = split.final & (frame["observation_date"] == validation_date).to_numpy()
     assert (validated == at_validation.astype(int)).all()
     assert at_validation.sum() > 2.5 * split.validation.sum()  # 70% of customers against 20%
+
+
+def test_customer_folds_over_all_dates_are_the_final_models_folds() -> None:
+    rng = np.random.default_rng(1)
+    dates = pd.date_range("2024-01-01", periods=6, freq="30D")
+    customers = [f"C{i:03d}" for i in range(300)]
+    frame = pd.DataFrame(
+        [(c, d, int(rng.random() < 0.1)) for d in dates for c in customers],
+        columns=["customer_id", "observation_date", "label"],
+    )
+    split = events_split(frame, EventsSplit(), seed=4)
+    masks = customer_folds(frame, split, folds=4, seed=4, dates="all")
+    validated = np.zeros(len(frame), dtype=int)
+    for fit, held in masks:
+        validated += held
+        assert not set(frame.loc[fit, "customer_id"]) & set(frame.loc[held, "customer_id"])
+        assert not (fit & ~split.final).any() and (fit | held)[split.final].all()
+    # Every train+validation row is validated once: many times the churners of the validation dates.
+    assert (validated == split.final.astype(int)).all()
+    assert frame.loc[split.final, "label"].sum() > 4 * frame.loc[split.validation, "label"].sum()
+    # The folds the final model's out-of-fold predictions use (same label, groups, K and seed).
+    final = np.flatnonzero(split.final)
+    label, ids = frame["label"].to_numpy()[final], frame["customer_id"].to_numpy()[final]
+    for (_, held), (_, expected) in zip(masks, fold_indices(label, ids, 4, 4), strict=True):
+        assert (np.flatnonzero(held) == final[expected]).all()
 
 
 @pytest.mark.slow

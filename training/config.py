@@ -89,6 +89,10 @@ class SearchConfig(StrictModel):
     # scores K folds of all non-test customers, each fold validated on its customers at the validation
     # dates and trained on the other customers at the earlier dates (out of time and out of customer).
     events_objective: Literal["holdout", "customer_folds"] = "holdout"
+    # Which rows a customer fold validates on: `validation` (its customers at the validation dates, fitted
+    # on the others' earlier dates: out of time) or `all` (its customers at every train+validation date,
+    # fitted on the others' rows: the final model's own folds, with several times the churners).
+    customer_fold_dates: Literal["validation", "all"] = "validation"
     # A holdout with fewer churners picks noise (issue 16: 3-7 churners, best validation AUC 0.97-0.996,
     # test 0.70-0.88); below this the events search falls back to customer folds and says so.
     min_validation_churners: int = Field(20, ge=0)

@@ -82,17 +82,29 @@ def search_objective(data: LabData, split: Split, search: SearchConfig) -> str:
 
 
 def customer_folds(
-    frame: pd.DataFrame, split: Split, folds: int, seed: int
+    frame: pd.DataFrame, split: Split, folds: int, seed: int, dates: str = "validation"
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """K (fit, validation) row masks over the non-test customers, out of time and out of customer: fold k
-    validates on its customers' rows at the validation dates and fits on the other customers' rows at
-    the earlier (training) dates. Customers are split by `fold_indices`, grouped and stratified."""
+    """K (fit, validation) row masks over the non-test customers.
+
+    `validation`: out of time and out of customer, fold k validates on its customers' rows at the
+    validation dates and fits on the other customers' rows at the earlier (training) dates.
+    `all`: out of customer, fold k validates on its customers' rows at every train+validation date and
+    fits on the other customers' rows at the same dates: the folds the final model's fold models and
+    out-of-fold predictions use. Customers are split by `fold_indices`, grouped and stratified."""
+    label = frame[LABEL_COLUMN].to_numpy()
+    customers = frame[ID_COLUMN].to_numpy()
+    if dates == "all":
+        rows = np.flatnonzero(split.final)
+        masks = []
+        for fit_rows, held_out in fold_indices(label[rows], customers[rows], folds, seed):
+            fit, validation = np.zeros(len(frame), dtype=bool), np.zeros(len(frame), dtype=bool)
+            fit[rows[fit_rows]], validation[rows[held_out]] = True, True
+            masks.append((fit, validation))
+        return masks
     observed = frame[OBSERVATION_COLUMN].to_numpy()
     at_validation = split.final & np.isin(observed, np.unique(observed[split.validation]))
     at_training = split.final & ~at_validation
-    customers = frame[ID_COLUMN].to_numpy()
     rows = np.flatnonzero(at_validation)
-    label = frame[LABEL_COLUMN].to_numpy()
     masks = []
     for _, held_out in fold_indices(label[rows], customers[rows], folds, seed):
         validation = np.zeros(len(frame), dtype=bool)
@@ -111,7 +123,7 @@ def validation_folds(
     label = frame[LABEL_COLUMN].to_numpy()
     objective = objective or search_objective(data, split, search)
     if objective == "customer_folds":
-        masks = customer_folds(frame, split, search.folds, seed)
+        masks = customer_folds(frame, split, search.folds, seed, search.customer_fold_dates)
         churners = [int(label[held].sum()) for _, held in masks]
         log.info("customer folds: %s churners in the folds' validation rows", churners)
         return [
