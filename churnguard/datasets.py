@@ -148,6 +148,8 @@ class EventSource(FileSpec, SourceEnd):
     def _type_from_column_or_constant(self) -> EventSource:
         if (self.columns.type is None) == (self.type is None):
             raise ValueError("give exactly one of `columns.type` (a column) or `type` (a constant)")
+        if self.type_names is not None and self.columns.type is None:
+            raise ValueError("`type_names` names the ids in `columns.type`, but there is no type column")
         return self
 
 
