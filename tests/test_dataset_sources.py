@@ -310,11 +310,20 @@ def test_lead_time_defaults_to_half_a_short_horizon_and_can_be_set(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_tune_on_the_saas_export_reports_its_own_lead_time(lab_store: dict[str, str], tmp_path: Path) -> None:
+def test_tune_on_the_saas_export_reports_its_own_lead_time(
+    lab_store: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
     from mlflow import MlflowClient
 
+    from training.config import load_training_config
+    from training.fit import default_point
     from training.tune import run_tune
 
+    # The small-data search: customer folds over every date, starting from CatBoost's defaults.
+    monkeypatch.setenv("CHURNGUARD_TRAINING__SEARCH__EVENTS_OBJECTIVE", "customer_folds")
+    monkeypatch.setenv("CHURNGUARD_TRAINING__SEARCH__CUSTOMER_FOLD_DATES", "all")
+    monkeypatch.setenv("CHURNGUARD_TRAINING__SEARCH__START_FROM_DEFAULTS", "true")
     path = saas_export(tmp_path)
     result = run_tune(str(path), trials=2, timeout=None, storage=None, study="saas-shapes", seed=3)
     assert result.finalized
@@ -322,3 +331,11 @@ def test_tune_on_the_saas_export_reports_its_own_lead_time(lab_store: dict[str, 
     assert not any(name.startswith("test_lead_time_share_30d") for name in result.test_metrics)
     parent = MlflowClient().get_run(result.parent_run_id)
     assert "test_lead_time_share_15d" in parent.data.metrics
+    trials = mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+    )
+    first = trials.loc[trials["tags.mlflow.runName"] == "trial-000"].iloc[0]
+    defaults = default_point(load_training_config().search.space)
+    for name in ("depth", "l2_leaf_reg", "learning_rate", "random_strength"):
+        assert float(first[f"params.{name}"]) == defaults[name], name

@@ -84,3 +84,26 @@ def test_cross_validation_is_for_snapshot_data_only() -> None:
     assert config.search.objective == "cross_validation" and config.final.model == "fold_average"
     assert config.search.cross_validated("snapshot") and not config.search.cross_validated("events")
     assert not SearchConfig(objective="holdout").cross_validated("snapshot")
+
+
+def test_catboost_defaults_as_a_point_of_the_search_space() -> None:
+    from training.config import Choices, FloatRange, IntRange, SearchSpace
+    from training.fit import CATBOOST_DEFAULTS, default_point
+
+    point = default_point(SearchSpace())
+    assert point == {**CATBOOST_DEFAULTS, "iterations": SearchSpace().iterations.high}
+    # Clipped into a narrower space; a choice list without the default takes its first choice.
+    narrow = SearchSpace(
+        depth=IntRange(low=2, high=4),
+        learning_rate=FloatRange(low=0.08, high=0.2),
+        iterations=IntRange(low=40, high=120),
+        border_count=Choices(choices=[32, 64]),
+    )
+    point = default_point(narrow)
+    assert (point["depth"], point["learning_rate"], point["iterations"], point["border_count"]) == (
+        4,
+        0.08,
+        120,
+        32,
+    )
+    assert isinstance(point["depth"], int) and isinstance(point["l2_leaf_reg"], float)

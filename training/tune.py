@@ -45,6 +45,7 @@ from training.baselines import BASELINE_TAG, Baselines, measure_baselines
 from training.config import TrainingConfig, load_training_config
 from training.data import LabData, load_lab_data
 from training.final import fit_final
+from training.fit import default_point
 from training.registry import log_and_register
 from training.splits import TEST_KEYS_FILE, Split, make_split
 from training.trials import BEST_ITERATIONS_ATTR, TRIAL_ERROR_ATTR, TrialRunner, pruner, search_objective
@@ -190,6 +191,8 @@ def run_tune(
         config.search.direction,
         pruner(config.search, cross_validated),
     )
+    if created and config.search.start_from_defaults:
+        optuna_study.enqueue_trial(default_point(config.search.space))
     parent_run_id = _parent_run(
         client,
         experiment,
