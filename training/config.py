@@ -92,13 +92,13 @@ class SearchConfig(StrictModel):
     # Which rows a customer fold validates on: `validation` (its customers at the validation dates, fitted
     # on the others' earlier dates: out of time) or `all` (its customers at every train+validation date,
     # fitted on the others' rows: the final model's own folds, with several times the churners).
-    customer_fold_dates: Literal["validation", "all"] = "validation"
+    customer_fold_dates: Literal["validation", "all"] = "all"
     # A holdout with fewer churners picks noise (issue 16: 3-7 churners, best validation AUC 0.97-0.996,
     # test 0.70-0.88); below this the events search falls back to customer folds and says so.
     min_validation_churners: int = Field(20, ge=0)
     # The first trial is CatBoost's default parameters (training.fit.default_point): on small, noisy
     # data the search then has to beat the defaults on its own objective before it picks anything else.
-    start_from_defaults: bool = False
+    start_from_defaults: bool = True
     seed: int = 7
     startup_trials: int = Field(5, ge=1, description="random trials before TPE models the history")
     early_stopping_rounds: int = Field(50, ge=1)

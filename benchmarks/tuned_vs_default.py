@@ -1,0 +1,270 @@
+"""Benchmark: the tuned model against plain CatBoost with default parameters on small events data
+shaped like ChurnSim (*Fighting Churn with Data*), over several split seeds (issue 16).
+
+    .venv/bin/python benchmarks/tuned_vs_default.py [--seeds 0,1,2,3,4] [--trials 20] [--customers 1470]
+
+ChurnSim-like data: the project's simulator with ~1,470 accounts over a year, written as a ChurnSim
+export is: an events file keyed by account, and a subscriptions file (one row per term, start and
+end date) that defines churn, with a declared `data_end` (the export day) so that running terms are
+not read as churn. Monthly observation dates and a 30-day horizon give a few hundred churner rows, and
+validation rows with a handful of churners: the situation where the search overfits.
+
+For each split seed `run_tune` runs as `churnguard tune` does, with `search.events_objective:
+customer_folds` (scored on folds of customers, never on the test rows). Plain CatBoost with default
+parameters is fitted on the same train+validation rows and scored on the same test rows. Prints mean
+± sd test ROC-AUC of both and the per-seed wins; exits 1 when the tuned model loses on average.
+Runs against a throwaway MLflow store and Optuna storage. These are quality figures, not speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("tuned_vs_default")
+
+EVENT_TYPES = """\
+event_types:
+  login: {group: activity, label: logins}
+  feature_use: {group: activity, has_value: true, label: feature sessions}
+  order: {group: transactions, has_value: true, label: orders}
+  payment: {group: payments, has_value: true, label: payments}
+  ticket: {group: service, has_value: true, label: support tickets}
+  complaint: {group: service, label: complaints}
+  csat: {group: satisfaction, has_value: true, label: CSAT responses}
+  nps: {group: satisfaction, has_value: true, label: NPS responses}
+  email_open: {group: engagement, label: email opens}
+  webinar: {group: engagement, label: webinars attended}
+  contact_change: {group: relationship, label: key-contact changes}
+"""
+
+
+def write_churnsim(folder: Path, customers: int, seed: int) -> Path:
+    """Simulate a ChurnSim-sized base and write it as an account-keyed export; returns the YAML."""
+    import pandas as pd
+
+    from churnguard.simulate import SimulationConfig, simulate
+
+    config = SimulationConfig(customers=customers, days=480, seed=seed, history_days=120)
+    sim = simulate(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    # The simulator's own churn events are its truth, not something an export would log.
+    events = sim.events[sim.events["type"] != "churn"].rename(columns={"customer_id": "account_id"})
+    events[["account_id", "timestamp", "type", "value"]].to_csv(folder / "events.csv", index=False)
+    accounts = sim.customers[["customer_id", "signup_date", "plan", "segment"]].rename(
+        columns={"customer_id": "account_id"}
+    )
+    accounts.to_csv(folder / "accounts.csv", index=False)
+    subscriptions = sim.contracts[["customer_id", "start_date", "end_date", "mrr"]].rename(
+        columns={"customer_id": "account_id"}
+    )
+    subscriptions.to_csv(folder / "subscriptions.csv", index=False)
+    export_day = pd.Timestamp(config.start) + pd.Timedelta(days=config.days)
+    first = pd.Timestamp(config.start) + pd.Timedelta(days=60)
+    last = export_day - pd.Timedelta(days=30)
+    yaml = folder / "churnsim.yaml"
+    yaml.write_text(
+        f"""\
+kind: events
+name: churnsim
+description: ChurnSim-like simulated accounts (events plus subscriptions), for benchmarks only.
+events:
+  - path: events.csv
+    columns: {{customer_id: account_id, timestamp: timestamp, type: type, value: value}}
+    data_end: {export_day:%Y-%m-%d}
+customers:
+  path: accounts.csv
+  id_column: account_id
+  signup_column: signup_date
+  static_columns: [plan, segment]
+{EVENT_TYPES}observation:
+  start: {first:%Y-%m-%d}
+  end: {last:%Y-%m-%d}
+  every_days: 30
+horizon_days: 30
+churn:
+  kind: explicit
+  subscriptions:
+    path: subscriptions.csv
+    id_column: account_id
+    end_column: end_date
+    start_column: start_date
+    data_end: {export_day:%Y-%m-%d}
+"""
+    )
+    return yaml
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    tuned: float
+    default: float
+    best_validation: float
+    tuned_out_of_fold: float  # train+validation rows, customer-grouped folds: judged without test rows
+    default_out_of_fold: float
+    validation_churners: int
+    test_churners: int
+    test_rows: int
+
+
+def default_catboost(dataset: Path) -> tuple[float, float, int, int, int]:
+    """Plain CatBoost (default parameters, two threads) on the lab's own split of `dataset`: test
+    ROC-AUC, out-of-fold ROC-AUC over train+validation (the customer-grouped folds the lab's final
+    model uses), the holdout validation rows' churners, test churners and test rows."""
+    import numpy as np
+    from catboost import CatBoostClassifier, Pool
+    from sklearn.metrics import roc_auc_score
+
+    from churnguard.datasets import load_dataset_config
+    from training.config import load_training_config
+    from training.data import load_lab_data
+    from training.splits import fold_indices, make_split
+
+    config = load_training_config()
+    table = load_lab_data(load_dataset_config(dataset)).table
+    split = make_split(table, config.split)
+    features = table.schema.coerce(table.frame)
+    label = table.frame["label"].to_numpy()
+    categorical = table.schema.categorical_names
+
+    def fit(rows) -> CatBoostClassifier:
+        model = CatBoostClassifier(thread_count=2, random_seed=0, verbose=0, allow_writing_files=False)
+        return model.fit(Pool(features.iloc[rows], label[rows], cat_features=categorical))
+
+    model = fit(split.final)
+    auc = float(roc_auc_score(label[split.test], model.predict_proba(features.iloc[split.test])[:, 1]))
+    final = np.flatnonzero(split.final)
+    customers = table.frame["customer_id"].to_numpy()[final]
+    predictions = np.full(len(final), np.nan)
+    for fit_rows, held_out in fold_indices(label[final], customers, config.search.folds, config.search.seed):
+        fold_model = fit(final[fit_rows])
+        predictions[held_out] = fold_model.predict_proba(features.iloc[final[held_out]])[:, 1]
+    out_of_fold = float(roc_auc_score(label[final], predictions))
+    return (
+        auc,
+        out_of_fold,
+        int(label[split.validation].sum()),
+        int(label[split.test].sum()),
+        int(split.test.sum()),
+    )
+
+
+def run_seed(dataset: Path, seed: int, trials: int, scratch: Path) -> SeedResult:
+    from training.tune import run_tune
+
+    os.environ["CHURNGUARD_TRAINING__SPLIT__SEED"] = str(seed)
+    try:
+        result = run_tune(
+            str(dataset),
+            trials=trials,
+            storage=f"sqlite:///{scratch / 'optuna.db'}",
+            study=f"churnsim-split-{seed}",
+        )
+        default, default_oof, validation_churners, test_churners, test_rows = default_catboost(dataset)
+    finally:
+        del os.environ["CHURNGUARD_TRAINING__SPLIT__SEED"]
+    return SeedResult(
+        seed,
+        result.test_metrics["test_roc_auc"],
+        default,
+        float(result.best_value or float("nan")),
+        result.test_metrics["test_roc_auc_out_of_fold"],
+        default_oof,
+        validation_churners,
+        test_churners,
+        test_rows,
+    )
+
+
+def report(results: list[SeedResult], trials: int, fold_dates: str) -> bool:
+    """Print the table; True when the tuned model does not lose to default CatBoost on average."""
+    import numpy as np
+
+    print(f"\nChurnSim-like events data, {trials} trials, events objective: customer folds ({fold_dates})")
+    print(
+        f"{'split seed':<11} {'tuned AUC':>10} {'default AUC':>12} {'tuned-dflt':>11} "
+        f"{'best val':>9} {'tuned OOF':>10} {'default OOF':>12} {'val churners':>13} "
+        f"{'test churners/rows':>19}"
+    )
+    for row in results:
+        print(
+            f"{row.seed:<11} {row.tuned:>10.4f} {row.default:>12.4f} {row.tuned - row.default:>+11.4f} "
+            f"{row.best_validation:>9.4f} {row.tuned_out_of_fold:>10.4f} {row.default_out_of_fold:>12.4f} "
+            f"{row.validation_churners:>13} {f'{row.test_churners}/{row.test_rows}':>19}"
+        )
+    tuned = np.array([row.tuned for row in results])
+    default = np.array([row.default for row in results])
+    sd = lambda values: values.std(ddof=1) if len(values) > 1 else 0.0  # noqa: E731
+    wins = int((tuned > default).sum())
+    tuned_oof = np.array([row.tuned_out_of_fold for row in results])
+    default_oof = np.array([row.default_out_of_fold for row in results])
+    print(
+        f"tuned   {tuned.mean():.4f} ± {sd(tuned):.4f}\n"
+        f"default {default.mean():.4f} ± {sd(default):.4f}\n"
+        f"tuned - default {np.mean(tuned - default):+.4f} ± {sd(tuned - default):.4f}; "
+        f"tuned ahead on {wins} of {len(results)} split seeds\n"
+        f"out of fold (train+validation, no test row): tuned {tuned_oof.mean():.4f} ± {sd(tuned_oof):.4f}, "
+        f"default {default_oof.mean():.4f} ± {sd(default_oof):.4f}, "
+        f"tuned ahead on {int((tuned_oof > default_oof).sum())} of {len(results)}"
+    )
+    return bool(tuned.mean() >= default.mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated split seeds")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--customers", type=int, default=1470)
+    parser.add_argument("--data-seed", type=int, default=3, help="the simulator's seed")
+    parser.add_argument(
+        "--fold-dates",
+        choices=["configured", "validation", "all"],
+        default="configured",
+        help="search.customer_fold_dates for this run (default: as configs/training.yaml says)",
+    )
+    parser.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a `search` setting for this run, e.g. start_from_defaults=true (repeatable)",
+    )
+    args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    with tempfile.TemporaryDirectory(prefix="churnguard-tuned-vs-default-") as folder:
+        scratch = Path(folder)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
+        os.environ["MLFLOW_REGISTRY_URI"] = os.environ["MLFLOW_TRACKING_URI"]
+        os.environ["CHURNGUARD_ARTIFACT_ROOT"] = (scratch / "mlartifacts").as_uri()
+        os.environ["CHURNGUARD_TRAINING__SEARCH__EVENTS_OBJECTIVE"] = "customer_folds"
+        for setting in args.search:
+            key, _, value = setting.partition("=")
+            os.environ[f"CHURNGUARD_TRAINING__SEARCH__{key.upper()}"] = value
+        if args.fold_dates != "configured":
+            os.environ["CHURNGUARD_TRAINING__SEARCH__CUSTOMER_FOLD_DATES"] = args.fold_dates
+        from training.config import load_training_config
+
+        search = load_training_config().search
+        defaults = f"start_from_defaults={search.start_from_defaults}"
+        args.fold_dates = f"{search.customer_fold_dates} dates, {defaults}"
+        dataset = write_churnsim(scratch / "churnsim", args.customers, args.data_seed)
+        results = []
+        for seed in seeds:
+            results.append(run_seed(dataset, seed, args.trials, scratch))
+            log.info("split seed %d: tuned %.4f, default %.4f", seed, results[-1].tuned, results[-1].default)
+        holds = report(results, args.trials, args.fold_dates)
+    return 0 if holds else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
