@@ -80,4 +80,4 @@ def test_too_few_validation_churners_fall_back_to_customer_folds(lab_store: dict
     assert parent.data.params["objective"] == "customer_folds"
     assert parent.data.tags["objective_fallback"] == "too few churners in the validation rows"
     card = MlflowClient().get_model_version(result.model_name, result.model_version).description
-    assert "customer folds, each validated on its customers at the validation dates" in card
+    assert "customer folds, each validated on its customers at every train+validation date" in card

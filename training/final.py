@@ -231,7 +231,12 @@ def model_card(
     m = contract.metrics
     window = ", ".join(f"{k}={v}" for k, v in contract.training_window.items())
     search, folds, iterations = config.search, config.search.folds, contract.params.get("iterations")
-    if objective == "customer_folds":
+    if objective == "customer_folds" and search.customer_fold_dates == "all":
+        objective = (
+            f"the mean validation {search.metric} over {folds} customer folds, each validated on its "
+            "customers at every train+validation date and fitted on the other customers' rows"
+        )
+    elif objective == "customer_folds":
         objective = (
             f"the mean validation {search.metric} over {folds} customer folds, each validated on its "
             "customers at the validation dates and fitted on the other customers' earlier dates"
