@@ -34,6 +34,7 @@ from churnguard.config import (
     read_yaml,
 )
 from churnguard.config import validate as validate_config
+from churnguard.contract_features import CONTRACT_TYPES, term_events
 from churnguard.features import EventTypeSpec, before_signup
 from churnguard.schema import ID_COLUMN, SignalGroup
 from churnguard.settings import config_dir, resolve_path
@@ -171,6 +172,28 @@ class SubscriptionsSource(FileSpec, SourceEnd):
     start_column: str | None = None
 
 
+class ContractsSource(FileSpec):
+    """Contract terms read as signals: one row per term, known from its start. The same file may also
+    define churn (`churn.subscriptions`). Its actual end dates are not read: a term ended early tells
+    the future; `renewal_column` is the scheduled end agreed at the start."""
+
+    id_column: str = "customer_id"
+    start_column: str = "start_date"
+    renewal_column: str = "renewal_date"
+    date_format: str | None = None
+    mrr_column: str | None = None
+    seats_column: str | None = None
+    auto_renew_column: str | None = None  # the term's auto-renew flag at its start
+    auto_renew_off_column: str | None = None  # the day auto-renew was switched off during the term
+    group: SignalGroup = "relationship"
+
+    @model_validator(mode="after")
+    def _measured(self) -> ContractsSource:
+        if self.mrr_column is None and self.seats_column is None:
+            raise ValueError("name `mrr_column` or `seats_column` (or both): what the contract is worth")
+        return self
+
+
 class ChurnDefinition(StrictModel):
     """Explicit churn (a customers column, or the last end date in a subscriptions file), or inactivity."""
 
@@ -221,6 +244,7 @@ class EventsDataset(StrictModel):
     description: str = ""
     events: list[EventSource] = Field(min_length=1)
     customers: CustomersSource | None = None
+    contracts: ContractsSource | None = None
     event_types: dict[str, EventTypeConfig] = Field(min_length=1)
     observation: ObservationSpec
     horizon_days: int = Field(gt=0)
@@ -243,6 +267,9 @@ class EventsDataset(StrictModel):
                 f"`lead_time_days` ({self.lead_time_days}) must be shorter than `horizon_days` "
                 f"({self.horizon_days}): a churn inside the horizon is never that far ahead"
             )
+        reserved = sorted(set(self.event_types) & set(CONTRACT_TYPES))
+        if reserved:
+            raise ValueError(f"event types {reserved} are reserved for contracts (the `contracts` source)")
         return self
 
     def lead_time(self, default: int) -> int:
@@ -659,6 +686,8 @@ class EventsData:
     # Last day a label may reach: the earliest end of the sources that define churn (None: data_end's day).
     label_end: pd.Timestamp | None = None
     label_end_source: str = ""  # what sets label_end, for messages
+    # The contracts source's terms as contract events (contract_features), None without one.
+    contracts: pd.DataFrame | None = None
 
     @property
     def labels_until(self) -> pd.Timestamp:
@@ -856,6 +885,94 @@ def read_churn_dates(
     return ChurnDates(dates, end if pd.notna(end) else None, str(path), origin)
 
 
+def read_contracts(
+    config: EventsDataset, customers: pd.DataFrame, report: DataReport, strict: bool
+) -> pd.DataFrame | None:
+    """The contracts source's terms as contract events (`contract_features.term_events`); None without
+    one. Rows without a customer, a start or a renewal, of unknown customers, or starting before the
+    customer's signup are dropped and counted, as events are."""
+    source = config.contracts
+    if source is None:
+        return None
+    root = base_dir(config)
+    path = resolve_path(source.path, root)
+    raw = read_table(source, root, report, id_columns=(source.id_column,))
+    optional = (
+        source.mrr_column,
+        source.seats_column,
+        source.auto_renew_column,
+        source.auto_renew_off_column,
+    )
+    needed = [source.id_column, source.start_column, source.renewal_column, *filter(None, optional)]
+    if raw.empty or not require_columns(raw, needed, path, report, key="contracts"):
+        report.raise_for_fatal()
+    ids = raw[source.id_column].astype("string").str.strip()
+    start = parse_timestamps(
+        raw[source.start_column], source.date_format, path, source.start_column, report, strict
+    )
+    renewal = parse_timestamps(
+        raw[source.renewal_column], source.date_format, path, source.renewal_column, report, strict
+    )
+
+    def numbers(column: str | None) -> pd.Series | None:
+        return None if column is None else to_numeric(raw[column], path, column, report, blanks_ok=True)
+
+    auto_renew = None
+    if source.auto_renew_column is not None:
+        flags = raw[source.auto_renew_column]
+        text = flags.astype("string").str.strip().str.lower()
+        auto_renew = text.map({"true": 1.0, "1": 1.0, "yes": 1.0, "false": 0.0, "0": 0.0, "no": 0.0})
+        unreadable = auto_renew.isna() & text.notna() & (text != "")
+        if unreadable.any():
+            report.error(
+                path, source.auto_renew_column, "expected true/false", int(unreadable.sum()),
+                [f"row {int(i) + 1}: {text.iloc[i]!r}" for i in np.flatnonzero(unreadable.to_numpy())],
+            )  # fmt: skip
+        auto_renew = auto_renew.astype("float64")
+    switched_off = None
+    if source.auto_renew_off_column is not None:
+        column = source.auto_renew_off_column
+        switched_off = parse_timestamps(raw[column], source.date_format, path, column, report, strict)
+
+    no_id = ids.isna() | (ids == "")
+    report.dropped(path, source.id_column, "contracts without a customer id", no_id, strict)
+    report.dropped(path, source.start_column, "contracts without a start date", ~no_id & start.isna(), strict)
+    report.dropped(
+        path,
+        source.renewal_column,
+        "contracts without a renewal date",
+        ~no_id & start.notna() & renewal.isna(),
+        strict,
+    )
+    keep = ~no_id & start.notna() & renewal.notna()
+    known = ids.isin(customers[ID_COLUMN])
+    report.dropped(
+        path, source.id_column, "contracts of customers not in the customers", keep & ~known, strict
+    )
+    keep &= known
+    starts = pd.DataFrame({ID_COLUMN: ids.fillna("").astype(str), "timestamp": start})
+    early = keep & pd.Series(before_signup(starts, customers), index=raw.index)
+    report.dropped(
+        path, source.start_column, "contracts starting before the customer's signup date", early, strict
+    )
+    keep &= ~early
+    report.raise_for_errors()
+    rows = keep.to_numpy()
+
+    def kept(series: pd.Series | None) -> pd.Series | None:
+        return None if series is None else series[rows]
+
+    return term_events(
+        ids[rows],
+        start[rows],
+        renewal[rows],
+        kept(numbers(source.mrr_column)),
+        kept(numbers(source.seats_column)),
+        kept(auto_renew),
+        kept(switched_off),
+    )
+
+
 def source_end(part: EventPart) -> tuple[pd.Timestamp | None, str]:
     """An events file's last day: declared, or its latest event."""
     if part.source.data_end is not None:
@@ -928,6 +1045,7 @@ def load_events(config: EventsDataset, strict: bool = False, now: pd.Timestamp |
         part.frame = frame
 
     churn = read_churn_dates(config, customers, report, strict)
+    contracts = read_contracts(config, customers, report, strict)
     report.raise_for_errors()
     events = (
         pd.concat([part.frame for part in parts], ignore_index=True)
@@ -946,4 +1064,5 @@ def load_events(config: EventsDataset, strict: bool = False, now: pd.Timestamp |
         report,
         label_end,
         label_end_source,
+        contracts,
     )

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churnguard import features
+from churnguard.contract_features import ContractPlan, contract_feature_specs, contract_features
 from churnguard.datasets import (
     DataError,
     DataReport,
@@ -171,7 +172,7 @@ def events_table(config: EventsDataset, data: EventsData, labelled: bool = True)
         )
     population = features.population(data.customers, dates, data.churn_dates)
     feature_frame, schema = customer_features(
-        FeaturePlan.from_config(config), data.events, data.customers, population
+        FeaturePlan.from_config(config), data.events, data.customers, population, contracts=data.contracts
     )
 
     if config.churn.kind == "explicit":
@@ -193,7 +194,7 @@ def events_table(config: EventsDataset, data: EventsData, labelled: bool = True)
 
 @dataclass(frozen=True)
 class FeaturePlan:
-    """What an events model's features are made of: event types, windows and static columns.
+    """What an events model's features are made of: event types, windows, static columns and contracts.
 
     Built from a dataset config for the offline table, or from a model's feature schema for the live
     loop, which has a model but no config; both give the same columns in the same order.
@@ -208,11 +209,19 @@ class FeaturePlan:
     static_dtypes: dict[str, str] | None = None
     # The customers' date columns as features: (date column, feature name, derivation, group).
     date_features: tuple[tuple[str, str, str, SignalGroup], ...] = ()
+    contracts: ContractPlan | None = None  # contract features, after the event features
 
     @classmethod
     def from_config(cls, config: EventsDataset) -> FeaturePlan:
-        customers = config.customers
+        customers, source = config.customers, config.contracts
         dates = customers.date_columns if customers else {}
+        contracts = None
+        if source is not None:
+            measures = tuple(
+                m for m, column in (("mrr", source.mrr_column), ("seats", source.seats_column)) if column
+            )
+            auto_renew = bool(source.auto_renew_column or source.auto_renew_off_column)
+            contracts = ContractPlan(measures, auto_renew, source.group)
         return cls(
             {name: spec.spec() for name, spec in config.event_types.items()},
             tuple(config.windows_days),
@@ -223,6 +232,7 @@ class FeaturePlan:
                 (column, spec.feature_name(column), spec.derive, spec.group or customers.default_group)
                 for column, spec in dates.items()
             ),
+            contracts=contracts,
         )
 
     @classmethod
@@ -240,6 +250,7 @@ class FeaturePlan:
                 windows.append(int(spec.window_days or 0))
         static = [spec for spec in schema.features if spec.kind == "static"]
         dates = [spec for spec in schema.features if spec.kind in ("days_since", "age_years")]
+        contract = [spec for spec in schema.features if spec.kind == "contract"]
         if not event_types or not windows:
             raise ValueError("the model has no event features: it scores feature vectors, not customer ids")
         plan = cls(
@@ -249,9 +260,12 @@ class FeaturePlan:
             {spec.name: spec.group for spec in static},
             static_dtypes={spec.name: spec.dtype for spec in static},
             date_features=tuple((s.source_column or "", s.name, s.kind, s.group) for s in dates),
+            contracts=ContractPlan.from_names(schema.names, contract[0].group) if contract else None,
         )
         rebuilt = ["tenure_days", *plan.static_columns, *(name for _, name, _, _ in plan.date_features)]
         rebuilt += [spec.name for spec in features.event_feature_specs(event_types, plan.windows_days)]
+        if plan.contracts is not None:
+            rebuilt += [spec.name for spec in contract_feature_specs(plan.contracts, plan.windows_days)]
         if rebuilt != schema.names:
             raise ValueError("the model's feature schema is not one the event features rebuild, in order")
         return plan
@@ -264,14 +278,17 @@ def customer_features(
     population: pd.DataFrame,
     *,
     any_moment: bool = False,
+    contracts: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, FeatureSchema]:
     """The model's features for each (customer_id, observation_date) row of `population`, as of its
-    observation moment: tenure, the customers' static columns and the event features.
+    observation moment: tenure, the customers' static columns, the event features and, when the plan
+    has them, the contract features.
 
     The one place both the offline table and the live loop (scoring by id, the daily pass) build
     features, so training and serving cannot drift apart. `events` and `customers` as `load_events`
     gives them; `any_moment` allows moments other than midnight (scoring as of now). Aligned with
-    `population`'s index.
+    `population`'s index. Contract events come in `contracts` (the offline table) or among `events`
+    (the live loop reads them from the event store with the rest).
     """
     event_frame, event_feature_specs = features.event_features(
         events, population, plan.event_types, plan.windows_days, any_moment=any_moment
@@ -307,4 +324,11 @@ def customer_features(
     frame = event_frame
     for position, (name, values) in enumerate(head.items()):
         frame.insert(position, name, values)
-    return frame, FeatureSchema(features=[tenure_spec, *static_specs, *event_feature_specs])
+    contract_specs = []
+    if plan.contracts is not None:
+        contract_specs = contract_feature_specs(plan.contracts, plan.windows_days)
+        source = contracts if contracts is not None else events
+        contract_frame = contract_features(plan.contracts, source, population, plan.windows_days)
+        for name in contract_frame.columns:
+            frame[name] = contract_frame[name].to_numpy()
+    return frame, FeatureSchema(features=[tenure_spec, *static_specs, *event_feature_specs, *contract_specs])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from churnguard.contract_features import CONTRACT_TYPES
 from churnguard.feature_table import FeaturePlan, customer_features
 from churnguard.features import before_signup
 from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN, FeatureSchema
@@ -59,6 +60,8 @@ class LiveFeatures:
     def __post_init__(self) -> None:
         self.plan = FeaturePlan.from_schema(self.schema)
         self.event_types = set(self.plan.event_types)
+        if self.plan.contracts is not None:  # contracts arrive as events of the reserved types
+            self.event_types |= set(CONTRACT_TYPES)
 
     def customers(self, store: EventStore, customer_ids: Sequence[str]) -> dict[str, np.ndarray]:
         return self.prepared_customers(store.customer_columns(customer_ids))

@@ -19,7 +19,8 @@ SignalGroup = Literal[
 ]
 SIGNAL_GROUPS: tuple[str, ...] = SignalGroup.__args__  # type: ignore[attr-defined]
 
-# What a feature measures; `static` is a customer attribute, the rest are computed from events.
+# What a feature measures; `static` is a customer attribute, `contract` comes from contract terms
+# (churnguard.contract_features), the rest are computed from events.
 # `days_since` and `age_years` are a customer's date column counted from the row's moment.
 FeatureKind = Literal[
     "static",
@@ -35,6 +36,7 @@ FeatureKind = Literal[
     "previous",
     "days_since",
     "age_years",
+    "contract",
 ]
 
 ID_COLUMN = "customer_id"

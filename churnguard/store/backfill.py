@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from churnguard.contract_features import CONTRACT_TYPES
 from churnguard.datasets import (
     DataReport,
     EventsDataset,
     first_events,
     read_churn_dates,
+    read_contracts,
     read_customers,
     read_event_parts,
 )
@@ -113,9 +115,13 @@ def backfill(config: EventsDataset, store: EventStore, progress: bool = True) ->
     parts = read_event_parts(config, report, strict=False)
     customers = read_customers(config, first_events(parts), report, strict=False)
     churn_dates = read_churn_dates(config, customers, report, strict=False).dates
+    contracts = read_contracts(config, customers, report, strict=False)
     report.raise_for_errors()
     # Files in config order, rows in file order: the order of arrival the offline table sorts ties by.
-    events = pd.concat([part.frame for part in parts], ignore_index=True)
+    # Contract terms go in as contract events, in the order the offline table reads them.
+    events = pd.concat(
+        [part.frame for part in parts] + ([contracts] if contracts is not None else []), ignore_index=True
+    )
     summary.report = report
 
     static = list(config.customers.static_columns) if config.customers else []
@@ -123,7 +129,7 @@ def backfill(config: EventsDataset, store: EventStore, progress: bool = True) ->
     customer_batch = customer_records(customers, churn_dates, static, dates)
     summary.customers = store.upsert_customers(customer_batch)
 
-    known = set(config.event_types)
+    known = set(config.event_types) | (set(CONTRACT_TYPES) if contracts is not None else set())
     frame = pd.DataFrame(
         {
             "event_id": content_event_ids(events),
