@@ -1,7 +1,7 @@
 """Benchmark: the experiment lab's quality and speed bars, measured the way `churnguard tune` runs.
 
-    .venv/bin/python benchmarks/lab.py [--telco-trials 20] [--crm-trials 5] [--skip-crm]
-                                      [--context-seeds 0,1,2,3,4] [--nested 5]
+    .venv/bin/python benchmarks/lab.py [--telco-trials 20] [--crm-trials 5] [--skip-crm] [--skip-telco]
+                                      [--cdnow] [--cdnow-trials 20] [--context-seeds 0,1,2,3,4] [--nested 5]
 
 - Telco (snapshot): `run_tune("telco", trials=20)`; its single test evaluation must reach ROC-AUC >= 0.85
   and ECE <= 0.03, and must not fall below plain CatBoost (default parameters) fitted on the same
@@ -9,9 +9,13 @@
 - Speed: that 20-trial Telco study, end to end (data, trials, final fit, plots, registration) <= 300 s
   on two cores.
 - Reproducibility: two 3-trial Telco studies with the same seed give identical test metrics.
-- Simulated CRM (events, >= 20,000 customers): test ROC-AUC within 0.02 of the simulator's oracle
-  (its exact churn probabilities) on the same test rows, and median alert lead time >= 30 days.
-  Simulates `{state}/sim` with 20,000 customers (seed 7) if it is not there.
+- Simulated CRM (events, >= 20,000 customers): test ROC-AUC at least the simulator's oracle without
+  the hidden frailty minus 0.04, on the same test rows (the exact oracle knows a per-customer frailty no
+  event carries); and at least 60% of the test churners alerted (high or medium) 30 days or more before
+  they churn, under the default capacity policy (`test_alert_coverage_30d`). Simulates `{state}/sim` with
+  20,000 customers (seed 7) if it is not there.
+- CDNOW (`--cdnow`): test ROC-AUC not below the best baseline on the same rows (logistic regression,
+  BG/NBD, Pareto/NBD) and at least recency + 0.01.
 - Context, not a bar (`--context-seeds`): the same Telco study and default CatBoost on other split
   seeds, to show how much of a single test figure is the draw of ~1,400 test customers. The lab's split
   seed stays the configured one; these runs only override it in their own environment.
@@ -67,8 +71,9 @@ def default_catboost_auc(dataset: str) -> float:
     return float(roc_auc_score(label[split.test], model.predict_proba(features[split.test])[:, 1]))
 
 
-def oracle_auc(dataset: str) -> float:
-    """The simulator's exact churn probabilities, scored on the lab's test rows."""
+def oracle_auc(dataset: str, column: str = "probability") -> float:
+    """The simulator's churn probabilities (`column`: exact, or `probability_without_frailty`), scored on
+    the lab's test rows."""
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
@@ -84,9 +89,9 @@ def oracle_auc(dataset: str) -> float:
     truth = pd.read_parquet(state_dir() / "sim" / "truth_probabilities.parquet")
     truth["customer_id"] = truth["customer_id"].astype(str)
     joined = test.merge(truth, on=["customer_id", "observation_date"], how="left", validate="one_to_one")
-    if joined["probability"].isna().any():
-        raise RuntimeError(f"{int(joined['probability'].isna().sum())} test rows have no oracle probability")
-    return float(roc_auc_score(joined["label"], joined["probability"]))
+    if joined[column].isna().any():
+        raise RuntimeError(f"{int(joined[column].isna().sum())} test rows have no oracle {column}")
+    return float(roc_auc_score(joined["label"], joined[column]))
 
 
 def ensure_simulation(customers: int = 20_000, seed: int = 7) -> None:
@@ -150,18 +155,55 @@ def crm_bars(trials: int, scratch: Path) -> list[Bar]:
     seconds = time.perf_counter() - started
     auc = result.test_metrics["test_roc_auc"]
     oracle = oracle_auc("crm")
+    observable = oracle_auc("crm", "probability_without_frailty")
     lead = result.test_metrics.get("test_lead_time_median_days", 0.0)
     coverage = result.test_metrics.get("test_alert_coverage", 0.0)
+    ahead = result.test_metrics.get("test_alert_coverage_30d", 0.0)
     return [
         Bar(
-            "crm test ROC-AUC vs oracle",
-            auc - oracle,
-            ">= -0.02",
-            auc >= oracle - 0.02,
-            f"model {auc:.4f}, oracle {oracle:.4f}",
+            "crm ROC-AUC vs no-frailty oracle",
+            auc - observable,
+            ">= -0.04",
+            auc >= observable - 0.04,
+            f"model {auc:.4f}, oracle without frailty {observable:.4f}, exact oracle {oracle:.4f}",
         ),
-        Bar("crm median alert lead (days)", lead, ">= 30", lead >= 30, f"{coverage:.0%} of churners alerted"),
+        Bar(
+            "crm churners alerted >= 30 d ahead",
+            ahead,
+            ">= 0.60",
+            ahead >= 0.60,
+            f"{coverage:.0%} alerted at all (high or medium), median lead {lead:.0f} days",
+        ),
         Bar(f"crm tune --trials {trials} (s)", seconds, "(demo: a few minutes)", True),
+    ]
+
+
+def cdnow_bars(trials: int, scratch: Path) -> list[Bar]:
+    """CDNOW's tuned model against the baselines every tune scores on the same test rows."""
+    from training.tune import run_tune
+
+    result = run_tune(
+        "cdnow", trials=trials, storage=f"sqlite:///{scratch / 'optuna.db'}", study="bench-cdnow"
+    )
+    auc = result.test_metrics["test_roc_auc"]
+    baselines = {
+        key.removeprefix("baseline_").removesuffix("_test_roc_auc"): value
+        for key, value in result.baselines.items()
+        if key.endswith("_test_roc_auc")
+    }
+    recency = baselines.pop("recency")
+    best_name = max(baselines, key=baselines.__getitem__)
+    best = baselines[best_name]
+    listed = ", ".join(f"{name} {value:.4f}" for name, value in sorted(baselines.items()))
+    return [
+        Bar("cdnow ROC-AUC vs best baseline", auc - best, ">= 0", auc >= best, f"model {auc:.4f}; {listed}"),
+        Bar(
+            "cdnow ROC-AUC vs recency",
+            auc - recency,
+            ">= +0.01",
+            auc >= recency + 0.01,
+            f"recency {recency:.4f}",
+        ),
     ]
 
 
@@ -260,6 +302,9 @@ def main() -> int:
     parser.add_argument("--telco-trials", type=int, default=20)
     parser.add_argument("--crm-trials", type=int, default=5)
     parser.add_argument("--skip-crm", action="store_true")
+    parser.add_argument("--skip-telco", action="store_true", help="no Telco, speed or reproducibility bars")
+    parser.add_argument("--cdnow", action="store_true", help="also the CDNOW bars against its baselines")
+    parser.add_argument("--cdnow-trials", type=int, default=20)
     parser.add_argument(
         "--context-seeds",
         default="",
@@ -282,10 +327,14 @@ def main() -> int:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
         os.environ["MLFLOW_REGISTRY_URI"] = os.environ["MLFLOW_TRACKING_URI"]
         os.environ["CHURNGUARD_ARTIFACT_ROOT"] = (scratch / "mlartifacts").as_uri()
-        bars = telco_bars(args.telco_trials, scratch)
-        bars.append(reproducibility_bar(scratch))
+        bars = []
+        if not args.skip_telco:
+            bars += telco_bars(args.telco_trials, scratch)
+            bars.append(reproducibility_bar(scratch))
         if not args.skip_crm:
             bars += crm_bars(args.crm_trials, scratch)
+        if args.cdnow:
+            bars += cdnow_bars(args.cdnow_trials, scratch)
         context = split_seed_context(context_seeds, args.telco_trials, scratch) if context_seeds else []
         nested = nested_folds(args.nested, args.telco_trials, scratch) if args.nested else []
 

@@ -46,6 +46,9 @@ TEMPLATES: dict[Language, dict[str, str]] = {
         "previous": "the one before the latest of the {label}: {n}",
         "last_missing": "no {label} on record",
         "number": "{name} is {n}{context}",
+        "contract": "{label}: {n}",
+        "contract_change": "{label}: {percent}",
+        "contract_missing": "{label}: no contract on record",
         "lower_than": " (lower than {share} of customers)",
         "higher_than": " (higher than {share} of customers)",
     },
@@ -72,6 +75,9 @@ TEMPLATES: dict[Language, dict[str, str]] = {
         "previous": "上一次{label}：{n}",
         "last_missing": "没有{label}记录",
         "number": "{name} 为 {n}{context}",
+        "contract": "{label}：{n}",
+        "contract_change": "{label}：{percent}",
+        "contract_missing": "{label}：没有合同记录",
         "lower_than": "（低于 {share} 的客户）",
         "higher_than": "（高于 {share} 的客户）",
     },
@@ -137,9 +143,29 @@ def _is_missing(value: object) -> bool:
     return value is None or value == MISSING_CATEGORY or (isinstance(value, float) and math.isnan(value))
 
 
+# Chinese labels of the contract features, by name without the prefix and window.
+CONTRACT_LABELS_ZH = {
+    "days_to_renewal": "距合同续约天数",
+    "days_since_renewal": "本期合同已开始天数",
+    "mrr": "合同月经常性收入",
+    "seats": "合同席位数",
+    "mrr_change": "月经常性收入变化",
+    "seats_change": "席位数变化",
+    "downgrades": "合同降级次数",
+    "auto_renew_off": "自动续约已关闭",
+    "days_since_auto_renew_off": "自动续约关闭天数",
+}
+
+
 def _label(spec: FeatureSpec, language: Language) -> str:
     label = spec.label or spec.event_type or spec.name
-    return EVENT_LABELS_ZH.get(spec.event_type or "", label) if language == "zh" else label
+    if language != "zh":
+        return label
+    if spec.kind == "contract":
+        stem = spec.name.removeprefix("contract__").removesuffix(f"_{spec.window_days}d")
+        zh = CONTRACT_LABELS_ZH.get(stem, label)
+        return f"{zh}（近 {spec.window_days} 天）" if spec.window_days else zh
+    return EVENT_LABELS_ZH.get(spec.event_type or "", label)
 
 
 def _case(spec: FeatureSpec, value: object) -> tuple[str, dict[str, object]]:
@@ -162,6 +188,12 @@ def _case(spec: FeatureSpec, value: object) -> tuple[str, dict[str, object]]:
         return ("last_missing", {}) if missing else (kind, {"n": float(value)})
     if kind == "max" and missing:
         return "max_missing", {}
+    if kind == "contract":
+        if missing:
+            return "contract_missing", {}
+        if "_change_" in spec.name:  # a relative change, -0.2 for a fifth less
+            return "contract_change", {"percent": f"{float(value):+.0%}"}
+        return "contract", {"n": float(value)}
     if missing:
         return "missing", {}
     number = float(value)

@@ -87,7 +87,7 @@ def test_lift_and_tier_metrics_on_a_small_example() -> None:
     assert metrics["recall_alert"] == 0.75 and metrics["share_alert"] == 0.5
 
 
-def test_alert_lead_time_counts_from_the_first_high_alert() -> None:
+def test_alert_lead_time_counts_from_the_first_high_or_medium_alert() -> None:
     first, second = pd.Timestamp("2025-08-29"), pd.Timestamp("2025-09-28")
     keys = pd.DataFrame(
         {
@@ -95,13 +95,14 @@ def test_alert_lead_time_counts_from_the_first_high_alert() -> None:
             "observation_date": [first, second, first, second, first, second, first],
         }
     )
-    tiers = np.array(["high", "high", "low", "high", "low", "low", "high"])
+    tiers = np.array(["medium", "high", "low", "high", "low", "low", "high"])
     label = np.array([1, 1, 0, 1, 0, 1, 0])  # A, B and C churn; D is a false alarm
     churn_dates = pd.Series(pd.to_datetime(["2025-10-20", "2025-10-08", "2025-11-01"]), index=["A", "B", "C"])
     lead = alert_lead_times(keys, tiers, label, churn_dates).set_index("customer_id")
-    assert lead.loc["A", "lead_days"] == 52  # alerted on the first date already
+    assert lead.loc["A", "lead_days"] == 52  # a medium alert on the first date already
     assert lead.loc["B", "lead_days"] == 10
     assert np.isnan(lead.loc["C", "lead_days"])  # never alerted
     metrics = lead_time_metrics(lead.reset_index(), days=30)
     assert metrics["alert_coverage"] == pytest.approx(2 / 3)
     assert metrics["lead_time_median_days"] == 31.0 and metrics["lead_time_share_30d"] == 0.5
+    assert metrics["alert_coverage_30d"] == pytest.approx(1 / 3)  # of all three churners, A alone

@@ -65,10 +65,10 @@ def alert_lead_times(
     keys: pd.DataFrame, tiers: np.ndarray, label: np.ndarray, churn_dates: pd.Series
 ) -> pd.DataFrame:
     """Per churner among `keys` (customer_id, observation_date rows): the first observation date with a
-    high-tier alert and the days from it to the churn date (NaN when never alerted)."""
+    high or medium alert and the days from it to the churn date (NaN when never alerted)."""
     rows = keys[[ID_COLUMN, OBSERVATION_COLUMN]].assign(tier=np.asarray(tiers), label=np.asarray(label))
     churners = rows.loc[rows["label"] == 1, ID_COLUMN].unique()
-    alerts = rows[(rows["tier"] == "high") & rows[ID_COLUMN].isin(churners)]
+    alerts = rows[rows["tier"].isin(ALERT_TIERS) & rows[ID_COLUMN].isin(churners)]
     first_alert = alerts.groupby(ID_COLUMN)[OBSERVATION_COLUMN].min()
     out = pd.DataFrame({ID_COLUMN: churners})
     out["first_alert"] = out[ID_COLUMN].map(first_alert)
@@ -84,6 +84,8 @@ def lead_time_metrics(lead: pd.DataFrame, days: int) -> dict[str, float]:
         "alert_coverage": float(len(alerted) / len(lead)) if len(lead) else 0.0,
         "lead_time_median_days": float(alerted.median()) if len(alerted) else 0.0,
         f"lead_time_share_{days}d": float((alerted >= days).mean()) if len(alerted) else 0.0,
+        # Of every churner, the share warned (high or medium) at least `days` ahead: the lead-time bar.
+        f"alert_coverage_{days}d": float((alerted >= days).sum() / len(lead)) if len(lead) else 0.0,
     }
 
 

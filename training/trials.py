@@ -224,8 +224,8 @@ class TrialRunner:
         params = suggest_params(trial, search.space)
         state, value, seconds, iterations = TrialState.FAIL, None, 0.0, 0
         fold_scores: list[float] = []
+        fold_iterations: list[int] = []
         try:
-            fold_iterations: list[int] = []
             for number, (train, validation) in enumerate(self.folds):
                 callback = (
                     PruningCallback(trial, search.metric, search.pruning.report_every)
@@ -249,6 +249,8 @@ class TrialRunner:
             state, value = TrialState.COMPLETE, float(np.mean(fold_scores))
         except optuna.TrialPruned as pruned:
             state = TrialState.PRUNED
+            # What was fitted before the stop, not 0: the log and the trial run say how far it got.
+            iterations = round(float(np.mean(fold_iterations))) if fold_iterations else 0
             log.info("trial %d pruned: %s", trial.number, pruned)
         except CatBoostError as error:
             log.warning("trial %d failed in CatBoost: %s", trial.number, error)
@@ -277,8 +279,9 @@ class TrialRunner:
         runs.finish_trial_run(self.client, run_id, params, metrics, state.name)
         shown = "n/a" if value is None else f"{value:.4f}"
         where = f"mean of {len(fold_scores)} folds" if self.cross_validated else "holdout"
+        counted = "best iteration when stopped" if state == TrialState.PRUNED else "iterations"
         log.info(
-            "trial %d %s: validation %s %s (%s), %d iterations, %.1f s",
-            *(trial.number, state.name.lower(), search.metric, shown, where, iterations, seconds),
+            "trial %d %s: validation %s %s (%s), %d %s, %.1f s",
+            *(trial.number, state.name.lower(), search.metric, shown, where, iterations, counted, seconds),
         )
         return state
