@@ -36,7 +36,7 @@ def fold_models(telco: FeatureTable, one_hot_max_size: int) -> tuple[list[CatBoo
 
 
 def test_fold_average_is_one_model_equal_to_the_mean_of_its_folds(
-    telco: FeatureTable, tmp_path: Path
+    telco: FeatureTable, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     models, rows = fold_models(telco, one_hot_max_size=10)
     categorical = telco.schema.categorical_names
@@ -50,8 +50,13 @@ def test_fold_average_is_one_model_equal_to_the_mean_of_its_folds(
 
     # The artifact stores it as one .cbm file; SHAP values still add up to the raw score.
     average.save_model(str(tmp_path / "model.cbm"), format="cbm")
+    capfd.readouterr()
     loaded = CatBoostClassifier()
     loaded.load_model(str(tmp_path / "model.cbm"), format="cbm")
+    # Loading it says nothing (an empty `params` entry once printed "invalid params" on every load),
+    # and the fold models' parameters are kept.
+    assert "invalid params" not in "".join(capfd.readouterr())
+    assert "model0:params" in set(loaded.get_metadata().keys())
     assert loaded.feature_names_ == telco.schema.names
     assert {loaded.feature_names_[i] for i in loaded.get_cat_feature_indices()} == set(categorical)
     shap = loaded.get_feature_importance(data=rows, type="ShapValues")

@@ -179,6 +179,12 @@ def average_models(models: list[CatBoostClassifier], check: Pool) -> CatBoostCla
             summed.save_model(str(path), format="cbm")
             average = CatBoostClassifier()
             average.load_model(str(path), format="cbm")
+            # Loaded, the sum holds an empty `params` entry; saved again (the artifact), every later load
+            # printed "There are invalid params and some of them will be ignored": at registration,
+            # scoring, drift and promotion. The fold models' own parameters stay, as `model<i>:params`.
+            metadata = average.get_metadata()
+            if "params" in set(metadata.keys()) and not metadata["params"]:
+                del metadata["params"]
     except CatBoostError as error:
         raise CannotAverage(f"CatBoost cannot average the fold models exactly ({error})") from None
     expected = np.mean([m.predict(check, prediction_type="RawFormulaVal") for m in models], axis=0)
