@@ -10,6 +10,11 @@ value_score = sum(weight x percentile) / sum(weights of the components known), 0
 Value tiers cut the reference customers' value scores by share: the top `high` share is "high", the
 next `medium` share "medium". A customer with no known component has no value tier (null) and is
 placed in the matrix as `missing_value_tier` says.
+
+Without any of the `requires_any` components (what a customer is worth: contract value or margin) the
+value model is inactive, like a rule without its features: tenure and growth alone would call the
+longest customers "high value" (on CDNOW every test customer, whose tenure outgrows the reference).
+Every customer then has no value tier, and GET /model says why.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class ValueConfig(StrictModel):
     # priority[alert_tier][value_tier]: 1 is called first.
     priority: dict[Tier, dict[Tier, int]] = Field(default_factory=_default_priority)
     missing_value_tier: Tier = "medium"
+    # The value model is active only with one of these components (a measure of what a customer is worth).
+    requires_any: list[str] = Field(default_factory=lambda: ["contract", "margin"])
 
     @model_validator(mode="after")
     def _complete(self) -> ValueConfig:
@@ -74,6 +81,11 @@ class ValueConfig(StrictModel):
                 raise ValueError(f"priority.{alert}.{bad[0]}: expected a whole number >= 1 (1 = first)")
         if not any(component.weight > 0 for component in self.components.values()):
             raise ValueError("components: at least one component needs a weight above 0")
+        if self.requires_any and not set(self.requires_any) & set(self.components):
+            raise ValueError(
+                f"requires_any: none of {', '.join(self.requires_any)} is a component "
+                f"(components: {', '.join(self.components)}); list one, or [] to rank value without them"
+            )
         return self
 
 
@@ -126,6 +138,14 @@ class ValueModel:
                     self.components.append(_Component(name, feature, component.weight, values))
                 else:
                     self.unused[name] = f"{feature} has no values in the reference sample"
+        self.inactive_reason: str | None = None
+        present = {component.name for component in self.components}
+        if config.requires_any and not present & set(config.requires_any):
+            self.inactive_reason = (
+                f"the model has no {' or '.join(config.requires_any)} component (what a customer is worth); "
+                f"{', '.join(sorted(present)) or 'nothing'} alone would not rank value"
+            )
+            self.components = []
         self.high_cut, self.medium_cut = self._cuts(reference)
         # priority[alert position][value position], positions in TIERS.
         matrix = config.priority
@@ -173,6 +193,8 @@ class ValueModel:
     def describe(self) -> dict[str, object]:
         """What GET /model says about customer value."""
         return {
+            "active": self.inactive_reason is None,
+            "inactive_reason": self.inactive_reason,
             "components": {c.name: {"feature": c.feature, "weight": c.weight} for c in self.components},
             "unused_components": dict(self.unused),
             "tier_cuts": {

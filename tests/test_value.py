@@ -50,6 +50,27 @@ def test_value_is_the_weighted_mean_of_component_percentiles() -> None:
     }
 
 
+def test_without_contract_value_or_margin_the_value_model_is_inactive_and_says_why() -> None:
+    """CDNOW's model has tenure and order growth only: every test customer outgrows the reference's
+    tenure, so tenure alone once made them all "high value"."""
+    schema = FeatureSchema(
+        features=[
+            FeatureSpec(name="tenure_days", dtype="numeric", group="relationship", kind="tenure"),
+            FeatureSpec(name="order__trend_30_90", dtype="numeric", group="transactions", kind="trend"),
+        ]
+    )
+    reference = pd.DataFrame({"tenure_days": np.arange(1.0, 101.0), "order__trend_30_90": 1.0})
+    model = ValueModel(load_scoring_config().value, schema, reference)
+    columns = {"tenure_days": np.array([500.0, 900.0]), "order__trend_30_90": np.array([1.0, 2.0])}
+    value = model.assess(lambda name: columns[name], np.array(["high", "low"]))
+    assert value.tier.tolist() == [None, None] and np.isnan(value.score).all()
+    assert value.priority.tolist() == [2, 8]  # placed as `missing_value_tier` (medium) says
+    described = model.describe()
+    assert described["active"] is False and described["components"] == {}
+    assert "no contract or margin component" in described["inactive_reason"]
+    assert ValueModel(load_scoring_config().value, SCHEMA, REFERENCE).describe()["active"] is True
+
+
 def test_value_tiers_cut_the_reference_customers_by_share() -> None:
     model, value = assess([50, 100, 10, np.nan], [100, 100, 10, np.nan], ["low"] * 4)
     # top 20% of reference scores (i/100) -> high, next 30% -> medium
@@ -89,6 +110,7 @@ def test_the_served_model_returns_value_tier_and_priority() -> None:
 def test_weights_are_yaml(tmp_path: Path) -> None:
     data = yaml.safe_load((config_dir() / "scoring.yaml").read_text())
     data["value"]["components"] = {"tenure": {"features": ["tenure_days"], "weight": 1.0}}
+    data["value"]["requires_any"] = []  # tenure alone, on purpose
     path = tmp_path / "scoring.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     config = load_file(ScoringConfig, path, environ={})
@@ -108,6 +130,10 @@ def test_weights_are_yaml(tmp_path: Path) -> None:
         (
             {"components": {"contract": {"features": ["contract_value"], "weight": 0}}},
             "at least one component",
+        ),
+        (
+            {"components": {"tenure": {"features": ["tenure_days"], "weight": 1}}},
+            "requires_any: none of contract, margin is a component",
         ),
     ],
 )
