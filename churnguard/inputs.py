@@ -16,7 +16,9 @@ Input rules (the same for JSON, Parquet, CSV and files):
   never negative in training. Values outside the training range but inside the accepted range are
   scored and flagged `outside_training_range`. The margin is wide on purpose: recency and counts
   grow past anything seen in training as soon as a customer's history is longer, and such customers
-  must be scored and seen by the drift monitor, not refused; only implausible values are refused;
+  must be scored and seen by the drift monitor, not refused; only implausible values are refused.
+  Tenure (`kind: tenure`) has no upper bound and no flag above its training range: every customer who
+  stays outgrows it;
 - an unseen category is scored (CatBoost treats it as rare) and flagged `unknown_category`.
 """
 
@@ -81,6 +83,7 @@ class AcceptedRange:
     high: float
     train_min: float
     train_max: float
+    flag_above: float  # values above this are flagged `outside_training_range`
 
     @classmethod
     def for_spec(cls, spec: FeatureSpec, tolerance: float) -> AcceptedRange | None:
@@ -90,7 +93,11 @@ class AcceptedRange:
         low, high = spec.min - tolerance * span, spec.max + tolerance * span
         if spec.min >= 0:
             low = max(low, 0.0)
-        return cls(low, high, spec.min, spec.max)
+        if spec.kind == "tenure":
+            # Tenure grows past anything training saw for every customer who stays: above the range is
+            # the normal course of time, neither refused nor flagged (half of CDNOW's test rows were).
+            return cls(low, math.inf, spec.min, spec.max, math.inf)
+        return cls(low, high, spec.min, spec.max, spec.max)
 
     def describe(self) -> str:
         training = f"[{_fmt(self.train_min)}, {_fmt(self.train_max)}]"
@@ -211,7 +218,7 @@ class InputRules:
                         spec.name, f"{_fmt(number)} is outside the accepted range {accepted.describe()}", row
                     )
                 )
-            elif number < accepted.train_min or number > accepted.train_max:
+            elif number < accepted.train_min or number > accepted.flag_above:
                 flags.append({"code": "outside_training_range", "field": spec.name})
         return number
 
@@ -293,7 +300,7 @@ class InputRules:
                                 for value in numbers[outside].tolist()
                             ],
                         )
-                        beyond = (numbers < accepted.train_min) | (numbers > accepted.train_max)
+                        beyond = (numbers < accepted.train_min) | (numbers > accepted.flag_above)
                     beyond &= ~outside & ~infinite
                     if beyond.any():
                         flag_codes.append((beyond, {"code": "outside_training_range", "field": spec.name}))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -546,11 +547,16 @@ def customer_model(rules: InputRules) -> type[BaseModel]:
             kind = float
             accepted = rules.ranges.get(spec.name)
             constraints = {"ge": accepted.low, "le": accepted.high} if accepted else {}
+            if accepted and math.isinf(accepted.high):  # tenure: no upper bound (JSON has no infinity)
+                del constraints["le"]
             description = f"{spec.group} signal, numeric {what}."
             if accepted:
+                upper = f"{accepted.high:g}]" if math.isfinite(accepted.high) else "no upper bound)"
                 description += (
                     f" Training range [{accepted.train_min:g}, {accepted.train_max:g}]; accepted "
-                    f"[{accepted.low:g}, {accepted.high:g}] (outside the training range is flagged)."
+                    f"[{accepted.low:g}, {upper} (outside the training range is flagged"
+                    + ("" if math.isfinite(accepted.flag_above) else ", except above it")
+                    + ")."
                 )
             description += nullable
             example = accepted.train_min if accepted else 0.0

@@ -11,9 +11,9 @@ from catboost import Pool
 from model_fixtures import telco_artifact_dir, telco_rows, telco_table
 
 from churnguard.explain import MISSING_CATEGORY, LeafShapTables, describe
-from churnguard.inputs import InputError
+from churnguard.inputs import InputError, InputRules
 from churnguard.predict import Predictor
-from churnguard.schema import FeatureSpec
+from churnguard.schema import FeatureSchema, FeatureSpec
 
 
 @pytest.fixture(scope="module")
@@ -437,3 +437,35 @@ def test_frame_values_of_the_wrong_kind_are_named_not_raised(
         (3, "MonthlyCharges", "expected a number, got True"),
     ]
     assert checked.valid.tolist() == [True, False, False, False]
+
+
+def test_tenure_above_its_training_range_is_neither_flagged_nor_refused() -> None:
+    """Every customer who stays outgrows the tenure training saw: half of CDNOW's test rows were
+    flagged `outside_training_range` on `tenure_days`, which said nothing. Below the range still is."""
+    schema = FeatureSchema(
+        features=[
+            FeatureSpec(
+                name="tenure_days", dtype="numeric", group="relationship", kind="tenure", min=30, max=400
+            ),
+            FeatureSpec(
+                name="order__count_30d", dtype="numeric", group="transactions", kind="count", min=0, max=9
+            ),
+        ]
+    )
+    rules = InputRules(schema)
+    _, _, flags, errors = rules.check_record(
+        {"customer_id": "A", "tenure_days": 5_000.0, "order__count_30d": 12.0}
+    )
+    assert errors == [] and flags == [{"code": "outside_training_range", "field": "order__count_30d"}]
+    _, _, flags, errors = rules.check_record(
+        {"customer_id": "B", "tenure_days": 10.0, "order__count_30d": 1.0}
+    )
+    assert errors == [] and flags == [{"code": "outside_training_range", "field": "tenure_days"}]
+    frame = pd.DataFrame(
+        {"customer_id": ["A", "B"], "tenure_days": [5_000.0, 10.0], "order__count_30d": [1.0, 1.0]}
+    )
+    checked = rules.check_frame(frame)
+    assert checked.errors == [] and checked.flags == [
+        [],
+        [{"code": "outside_training_range", "field": "tenure_days"}],
+    ]
