@@ -122,6 +122,8 @@ class _Timeline:
 
     def latest(self, codes: np.ndarray, moments: np.ndarray) -> np.ndarray:
         """Index of the customer's latest event strictly before each moment, -1 when none."""
+        if not self.keys.size:  # no event of this type at all (a customer with no contract yet)
+            return np.full(codes.shape, -1)
         position = self.before(codes, moments) - 1
         found = (position >= 0) & (self.customers[np.maximum(position, 0)] == codes)
         return np.where(found, position, -1)

@@ -12,7 +12,12 @@ import pandas as pd
 import pytest
 
 from churnguard.config import ConfigError
-from churnguard.contract_features import CONTRACT_TYPES, ContractPlan, contract_feature_specs
+from churnguard.contract_features import (
+    CONTRACT_TYPES,
+    ContractPlan,
+    contract_feature_specs,
+    contract_features,
+)
 from churnguard.datasets import DataError, load_dataset_config, load_events
 from churnguard.feature_table import FeaturePlan, build_feature_table, customer_features
 
@@ -191,3 +196,23 @@ def test_specs_follow_the_measures_named() -> None:
         "contract__seats_change_30d",
         "contract__downgrades_30d",
     ]
+
+
+def test_a_customer_without_contract_events_gets_missing_contract_features() -> None:
+    """Scoring by id reads one customer's history, which may hold no contract event at all."""
+    plan = ContractPlan(("mrr",), True)
+    population = pd.DataFrame(
+        {"customer_id": ["Z"], "observation_date": [pd.Timestamp("2024-05-01 13:45:10")]}
+    )
+    events = pd.DataFrame(
+        {
+            "customer_id": ["Z"],
+            "timestamp": [pd.Timestamp("2024-04-01")],
+            "type": ["login"],
+            "value": [np.nan],
+        }
+    )
+    for history in (events, events.iloc[:0]):
+        row = contract_features(plan, history, population, [30]).iloc[0]
+        assert np.isnan(row["contract__days_to_renewal"]) and np.isnan(row["contract__mrr"])
+        assert np.isnan(row["contract__auto_renew_off"]) and row["contract__downgrades_30d"] == 0

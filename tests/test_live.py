@@ -72,16 +72,21 @@ def assert_same_features(got: pd.DataFrame, want: pd.DataFrame, world: LiveWorld
 
 def test_ingest_loads_every_event_once_and_counts_unknown_types(world: LiveWorld, store: EventStore) -> None:
     files = pd.read_parquet(world.state / "sim" / "events.parquet")
-    assert store.count_events() == len(files)
-    assert f"{len(files):,} read, {len(files):,} stored" in world.ingest_output
+    # The contracts file's terms go in as contract events (4 per term, plus one per switch-off).
+    contracts = pd.read_parquet(world.state / "sim" / "contracts.parquet")
+    contract_events = 4 * len(contracts) + int(contracts["auto_renew_off_date"].notna().sum())
+    total = len(files) + contract_events
+    assert store.count_events() == total
+    assert f"{total:,} read, {total:,} stored" in world.ingest_output
+    assert f"{contract_events:,} of them contract events" in world.ingest_output
     assert "events/s" in world.ingest_output  # the progress bar's summary line
     unknown = set(files["type"]) - set(world.config.event_types)
     assert unknown, "the simulator writes a type the dataset does not read (the churn marker)"
     for name in unknown:
         assert name in world.ingest_output  # kept and counted, not dropped silently
     again = backfill(world.config, store, progress=False)  # the same files again: nothing new
-    assert (again.events.stored, again.events.duplicates) == (0, len(files))
-    assert store.count_events() == len(files)
+    assert (again.events.stored, again.events.duplicates) == (0, total)
+    assert store.count_events() == total
 
 
 # ------------------------------------------------------------------------------------------- parity
@@ -248,6 +253,23 @@ def test_events_in_then_scored_by_id_as_of_now(
             "timestamp": f"{now:%Y-%m-%d}",
         }
     ]
+    # Its contract, as a CRM sends it: an annual term from signup (MRR 250, 5 seats, auto-renew on),
+    # auto-renew switched off 10 days ago. The model reads contract features: without them it refuses.
+    signup = (now - pd.Timedelta(days=200)).normalize()
+    term = [
+        ("contract_term", 365.0),
+        ("contract_mrr", 250.0),
+        ("contract_seats", 5.0),
+        ("contract_auto_renew", 1.0),
+    ]
+    events += [
+        {"event_id": f"term-{kind}", "customer_id": customer, "type": kind, "value": value,
+         "timestamp": f"{signup:%Y-%m-%d}"}
+        for kind, value in term
+    ] + [
+        {"event_id": "auto-renew-off", "customer_id": customer, "type": "contract_auto_renew", "value": 0,
+         "timestamp": f"{now - pd.Timedelta(days=10):%Y-%m-%dT%H:%M:%SZ}"}
+    ]  # fmt: skip
     stored = client.post("/events", json={"events": events})
     assert stored.status_code == 200, stored.text
     assert stored.json() == {
@@ -280,6 +302,12 @@ def test_events_in_then_scored_by_id_as_of_now(
     finally:
         store.close()
     assert features["complaint__count_7d"] == 1 and features["login__count_30d"] == 14
+    as_of = as_of_moment(None)
+    assert features["contract__days_to_renewal"] == pytest.approx(
+        365 - (as_of - signup.tz_localize(None)) / pd.Timedelta(days=1), abs=0.01
+    )
+    assert features["contract__mrr"] == 250 and features["contract__auto_renew_off"] == 1
+    assert features["contract__days_since_auto_renew_off"] == pytest.approx(10, abs=0.01)
     expected = predictor.score_frame(pd.DataFrame([features])).results()[0]
     assert second.json()["churn_probability"] == pytest.approx(expected["churn_probability"], abs=1e-12)
 

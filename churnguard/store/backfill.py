@@ -42,6 +42,7 @@ class BackfillSummary:
     store: str
     events: IngestResult = field(default_factory=IngestResult)
     customers: int = 0
+    contract_events: int = 0  # among the events: the contracts file's terms (contract_features)
     report: DataReport | None = None
     seconds: float = 0.0
 
@@ -50,7 +51,8 @@ class BackfillSummary:
         lines = [
             f"ingest {self.dataset} -> {self.store}",
             f"  events: {self.events.received:,} read, {self.events.stored:,} stored, "
-            f"{self.events.duplicates:,} already there ({rate:,.0f} events/s)",
+            f"{self.events.duplicates:,} already there ({rate:,.0f} events/s)"
+            + (f"; {self.contract_events:,} of them contract events" if self.contract_events else ""),
             f"  customers: {self.customers:,} inserted or updated",
         ]
         if self.events.unknown_types:
@@ -123,6 +125,7 @@ def backfill(config: EventsDataset, store: EventStore, progress: bool = True) ->
         [part.frame for part in parts] + ([contracts] if contracts is not None else []), ignore_index=True
     )
     summary.report = report
+    summary.contract_events = len(contracts) if contracts is not None else 0
 
     static = list(config.customers.static_columns) if config.customers else []
     dates = tuple(config.customers.date_columns) if config.customers else ()
