@@ -3,7 +3,8 @@
 Contracts (subscription terms) are kept as events of four reserved types, so that the offline table
 and the live loop read them the same way and the event store keeps them with no table of its own:
 
-- `contract_term` at the term's start, value = the term's length in days (start to scheduled renewal);
+- `contract_term` at the term's start, value = the term's length in days (start to scheduled renewal;
+  days to renewal stay 0 once it is due and no new term has started);
 - `contract_mrr` and `contract_seats` at the moment the MRR or seat count took that value;
 - `contract_auto_renew` at the term's start with the term's flag (1 on, 0 off), and value 0 on the
   day it was switched off.
@@ -160,7 +161,9 @@ def contract_features(
     start = np.where(current >= 0, term.seconds[np.maximum(current, 0)] if term.seconds.size else 0, 0)
     length = term.value_at(current)
     since = np.where(current >= 0, (moments - start) / _DAY_SECONDS, np.nan)
-    columns["days_to_renewal"] = length - since
+    # 0 once the renewal is due: a term past its renewal with no new term yet (renewal overdue, or a
+    # churned customer scored by id) is "at renewal", as no training row, all active customers, is past it.
+    columns["days_to_renewal"] = np.maximum(length - since, 0.0)
     columns["days_since_renewal"] = since
 
     for measure in plan.measures:

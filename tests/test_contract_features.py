@@ -116,6 +116,18 @@ def test_features_from_yaml_only_worked_out_by_hand(tmp_path: Path) -> None:
     assert not rows.index.isin([("B", pd.Timestamp("2024-06-30"))]).any()  # churned on 15 June
 
 
+def test_a_renewal_past_due_without_a_new_term_is_at_renewal(tmp_path: Path) -> None:
+    """B's last term was due on 1 June and no term followed (B churned on 15 June): scored by id on
+    20 June, the renewal is due (0 days), never negative, which no active training customer is."""
+    config = load_dataset_config(write_dataset(tmp_path))
+    data = load_events(config)
+    population = pd.DataFrame({"customer_id": ["B"], "observation_date": [pd.Timestamp("2024-06-20")]})
+    row = contract_features(FeaturePlan.from_config(config).contracts, data.contracts, population, [30]).iloc[
+        0
+    ]
+    assert row["contract__days_to_renewal"] == 0 and row["contract__days_since_renewal"] == 50
+
+
 def test_a_contract_change_after_the_observation_date_changes_no_feature(tmp_path: Path) -> None:
     """Later terms, a later downgrade, a later switch-off and a different actual end: same features
     at every observation date before them."""
