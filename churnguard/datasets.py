@@ -495,7 +495,8 @@ def parse_timestamps(
         bad = parsed.isna() & text.notna() & (text != "")
         if bad.any():
             examples = [
-                f"row {int(i) + 1}: {text.iloc[i]!r}" for i in np.flatnonzero(bad.to_numpy())[:EXAMPLES]
+                f"row {int(text.index[i]) + 1}: {text.iloc[i]!r}"
+                for i in np.flatnonzero(bad.to_numpy())[:EXAMPLES]
             ]
             expected = f"format {fmt!r}" if fmt else "an ISO date/time"
             report.issues.append(
@@ -526,12 +527,13 @@ def to_numeric(
     wrong = numbers.isna() & ~blank
     if wrong.any():
         examples = [
-            f"row {int(i) + 1}: {text.iloc[i]!r}" for i in np.flatnonzero(wrong.to_numpy())[:EXAMPLES]
+            f"row {int(text.index[i]) + 1}: {text.iloc[i]!r}"
+            for i in np.flatnonzero(wrong.to_numpy())[:EXAMPLES]
         ]
         report.error(path, column, "expected numbers, found text", int(wrong.sum()), examples)
     newly_blank = blank & values.notna()
     if newly_blank.any() and blanks_ok:
-        rows = [int(i) + 1 for i in np.flatnonzero(newly_blank.to_numpy())]
+        rows = [int(text.index[i]) + 1 for i in np.flatnonzero(newly_blank.to_numpy())]
         report.warn(path, column, "blank values read as missing (rows kept)", len(rows), rows)
     return numbers.astype("float64")
 
@@ -708,35 +710,96 @@ def read_event_parts(config: EventsDataset, report: DataReport, strict: bool) ->
     parts = []
     for source in config.events:
         path = resolve_path(source.path, root)
-        columns = source.columns
-        raw = read_table(source, root, report, id_columns=(columns.customer_id,))
-        needed = [c for c in (columns.customer_id, columns.timestamp, columns.type, columns.value) if c]
-        if raw.empty or not require_columns(raw, needed, path, report):
+        raw = read_table(source, root, report, id_columns=(source.columns.customer_id,))
+        if raw.empty or not require_columns(raw, event_source_columns(source), path, report):
             continue
         raw = resolve_event_keys(source, raw, root, path, report, strict)
-        frame = pd.DataFrame(
-            {
-                "customer_id": raw[columns.customer_id].astype("string").str.strip(),
-                "timestamp": parse_timestamps(
-                    raw[columns.timestamp], source.timestamp_format, path, columns.timestamp, report, strict
-                ),
-                "type": raw[columns.type].astype("string") if columns.type else source.type,
-                "value": (
-                    to_numeric(raw[columns.value], path, columns.value, report, blanks_ok=False)
-                    if columns.value
-                    else np.nan
-                ),
-            }
-        )
-        missing_id = frame["customer_id"].isna() | (frame["customer_id"] == "")
-        report.dropped(path, columns.customer_id, "events without a customer id", missing_id, strict)
-        keep = ~missing_id & frame["timestamp"].notna()
-        frame = frame[keep.to_numpy()]
-        frame = frame.assign(customer_id=frame["customer_id"].astype(str), type=frame["type"].astype(str))
-        parts.append(EventPart(source, path, frame))
+        frame = normalise_events(raw, source, path, report, strict)
+        if frame is not None:
+            parts.append(EventPart(source, path, frame))
     if not parts:
         report.raise_for_fatal()
     return parts
+
+
+def event_source_columns(source: EventSource) -> list[str]:
+    """The columns an events source reads from its file."""
+    columns = source.columns
+    return [c for c in (columns.customer_id, columns.timestamp, columns.type, columns.value) if c]
+
+
+def normalise_events(
+    raw: pd.DataFrame, source: EventSource, path: Path, report: DataReport, strict: bool
+) -> pd.DataFrame | None:
+    """Rows of an events file as customer_id, timestamp, type, value; rows without an id or a readable
+    time are dropped and counted. None when the file lacks a configured column (an error in `report`).
+
+    Row by row, so a file may come whole or in batches (the Spark engine); the index holds the rows'
+    0-based places in the file, which the report quotes.
+    """
+    columns = source.columns
+    if not require_columns(raw, event_source_columns(source), path, report):
+        return None
+    frame = pd.DataFrame(
+        {
+            "customer_id": raw[columns.customer_id].astype("string").str.strip(),
+            "timestamp": parse_timestamps(
+                raw[columns.timestamp], source.timestamp_format, path, columns.timestamp, report, strict
+            ),
+            "type": raw[columns.type].astype("string") if columns.type else source.type,
+            "value": (
+                to_numeric(raw[columns.value], path, columns.value, report, blanks_ok=False)
+                if columns.value
+                else np.nan
+            ),
+        }
+    )
+    missing_id = frame["customer_id"].isna() | (frame["customer_id"] == "")
+    report.dropped(path, columns.customer_id, "events without a customer id", missing_id, strict)
+    keep = ~missing_id & frame["timestamp"].notna()
+    frame = frame[keep.to_numpy()]
+    return frame.assign(customer_id=frame["customer_id"].astype(str), type=frame["type"].astype(str))
+
+
+def usable_events(
+    frame: pd.DataFrame,
+    source: EventSource,
+    path: Path,
+    config: EventsDataset,
+    customers: pd.DataFrame,
+    now: pd.Timestamp,
+    report: DataReport,
+    strict: bool,
+) -> pd.DataFrame:
+    """The normalised events that can be features: not in the future, of a known customer, not before
+    the customer's signup. Every drop is counted; event types not in the config are reported."""
+    columns = source.columns
+    customers_file = customers.attrs.get("source", "the events")
+    future = frame["timestamp"] > now
+    report.dropped(
+        path, columns.timestamp, f"events in the future (after {now:%Y-%m-%d %H:%M} UTC)", future, strict
+    )
+    frame = frame[(~future).to_numpy()]
+
+    known = frame["customer_id"].isin(customers["customer_id"])
+    report.dropped(path, columns.customer_id, f"events of customers not in {customers_file}", ~known, strict)
+    frame = frame[known.to_numpy()]
+
+    early = pd.Series(before_signup(frame, customers), index=frame.index)
+    report.dropped(path, columns.timestamp, "events before the customer's signup date", early, strict)
+    frame = frame[(~early).to_numpy()]
+
+    unknown_types = ~frame["type"].isin(list(config.event_types))
+    if unknown_types.any():
+        counts = frame.loc[unknown_types.to_numpy(), "type"].value_counts().head(EXAMPLES)
+        report.warn(
+            path,
+            columns.type or "type",
+            "event types not in `event_types` are not used for features",
+            int(unknown_types.sum()),
+            [f"{name}: {count}" for name, count in counts.items()],
+        )
+    return frame
 
 
 def first_events(parts: list[EventPart]) -> pd.Series:
@@ -973,24 +1036,31 @@ def read_contracts(
     )
 
 
-def source_end(part: EventPart) -> tuple[pd.Timestamp | None, str]:
-    """An events file's last day: declared, or its latest event."""
-    if part.source.data_end is not None:
-        return pd.Timestamp(part.source.data_end), "`data_end` in the config"
-    if part.frame.empty:
+def source_end(source: EventSource, latest: pd.Timestamp | None) -> tuple[pd.Timestamp | None, str]:
+    """An events file's last day: declared, or its latest event (None: the file has none)."""
+    if source.data_end is not None:
+        return pd.Timestamp(source.data_end), "`data_end` in the config"
+    if latest is None or pd.isna(latest):
         return None, ""
-    return part.frame["timestamp"].max().normalize(), "its latest event"
+    return pd.Timestamp(latest).normalize(), "its latest event"
 
 
 def label_end_of(
-    config: EventsDataset, parts: list[EventPart], churn: ChurnDates
+    config: EventsDataset,
+    latest_events: list[tuple[EventSource, Path, pd.Timestamp | None]],
+    churn: ChurnDates,
 ) -> tuple[pd.Timestamp | None, str]:
     """The last day a label may reach: the earliest end among the sources that define churn.
 
-    Inactivity churn is defined by every events file. Explicit churn by its customers column or
-    subscriptions file, and never past the events' end, which the features read.
+    `latest_events`: each events file with the time of its latest usable event. Inactivity churn is
+    defined by every events file. Explicit churn by its customers column or subscriptions file, and
+    never past the events' end, which the features read.
     """
-    ends = [(end, f"{part.path} ({origin})") for part in parts for end, origin in [source_end(part)]]
+    ends = [
+        (end, f"{path} ({origin})")
+        for source, path, latest in latest_events
+        for end, origin in [source_end(source, latest)]
+    ]
     ends = [(end, where) for end, where in ends if end is not None]
     if not ends:
         return None, ""
@@ -1011,38 +1081,9 @@ def load_events(config: EventsDataset, strict: bool = False, now: pd.Timestamp |
     parts = read_event_parts(config, report, strict)
     customers = read_customers(config, first_events(parts), report, strict)
     report.raise_for_fatal()
-    customers_file = customers.attrs.get("source", "the events")
-
     now = now or pd.Timestamp.now(tz="UTC").tz_localize(None)
     for part in parts:
-        path, columns, frame = part.path, part.source.columns, part.frame
-        future = frame["timestamp"] > now
-        report.dropped(
-            path, columns.timestamp, f"events in the future (after {now:%Y-%m-%d %H:%M} UTC)", future, strict
-        )
-        frame = frame[(~future).to_numpy()]
-
-        known = frame["customer_id"].isin(customers["customer_id"])
-        report.dropped(
-            path, columns.customer_id, f"events of customers not in {customers_file}", ~known, strict
-        )
-        frame = frame[known.to_numpy()]
-
-        early = pd.Series(before_signup(frame, customers), index=frame.index)
-        report.dropped(path, columns.timestamp, "events before the customer's signup date", early, strict)
-        frame = frame[(~early).to_numpy()]
-
-        unknown_types = ~frame["type"].isin(list(config.event_types))
-        if unknown_types.any():
-            counts = frame.loc[unknown_types.to_numpy(), "type"].value_counts().head(EXAMPLES)
-            report.warn(
-                path,
-                columns.type or "type",
-                "event types not in `event_types` are not used for features",
-                int(unknown_types.sum()),
-                [f"{name}: {count}" for name, count in counts.items()],
-            )
-        part.frame = frame
+        part.frame = usable_events(part.frame, part.source, part.path, config, customers, now, report, strict)
 
     churn = read_churn_dates(config, customers, report, strict)
     contracts = read_contracts(config, customers, report, strict)
@@ -1054,7 +1095,10 @@ def load_events(config: EventsDataset, strict: bool = False, now: pd.Timestamp |
     )
     static = config.customers.static_columns if config.customers else []
     data_end = events["timestamp"].max() if len(events) else now
-    label_end, label_end_source = label_end_of(config, parts, churn)
+    latest = [
+        (part.source, part.path, part.frame["timestamp"].max() if len(part.frame) else None) for part in parts
+    ]
+    label_end, label_end_source = label_end_of(config, latest, churn)
     return EventsData(
         events,
         customers.drop(columns=["__churn_date"], errors="ignore"),

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_KEY = b"churnguard.schema"
 META_KEY = b"churnguard.table"
+SPARK_SIDECAR = "_churnguard.json"  # the Spark engine's schema and metadata, beside its part files
 
 
 @dataclass
@@ -81,6 +82,16 @@ class FeatureTable:
 
     @classmethod
     def read(cls, path: Path) -> FeatureTable:
+        """A table the pandas engine wrote (one Parquet file) or the Spark engine (a Parquet folder with
+        the schema in a sidecar file)."""
+        path = Path(path)
+        sidecar = path / SPARK_SIDECAR
+        if path.is_dir() and sidecar.is_file():
+            meta = json.loads(sidecar.read_text())
+            schema = FeatureSchema.model_validate(meta["schema"])
+            # Spark keeps microseconds; the pandas engine's observation dates are datetime64[ns].
+            frame = pq.read_table(path).to_pandas(coerce_temporal_nanoseconds=True)
+            return cls(meta["dataset"], meta["kind"], frame, schema, meta.get("horizon_days"))
         table = pq.read_table(path)
         metadata = table.schema.metadata or {}
         if SCHEMA_KEY not in metadata:
