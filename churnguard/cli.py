@@ -6,10 +6,17 @@ Each command imports what it needs inside its handler, so `churnguard --help` st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: each command imports what it uses, so `--help` stays fast
+    from pyspark.sql import SparkSession
+
+    from churnguard.datasets import DatasetConfig
 
 log = logging.getLogger("churnguard")
 
@@ -47,6 +54,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     from churnguard.feature_table import build_feature_table
 
     config = load_dataset_config(args.dataset)
+    if args.engine == "spark":
+        return _features_on_spark(args, config)
     table = build_feature_table(config)
     out = Path(args.out) if args.out else _state_path("features", f"{config.name}.parquet")
     table.write(out)
@@ -57,6 +66,54 @@ def cmd_features(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(frame):,} rows x {len(table.schema.features)} features for '{config.name}' to {out} "
         f"(label rate {positives:.1%})"
+    )
+    for group, names in sorted(table.schema.by_group().items()):
+        print(f"  {group:<13} {len(names):>4} features")
+    return 0
+
+
+def _spark_conf(args: argparse.Namespace) -> dict[str, str]:
+    from churnguard.config import UsageError
+
+    conf = {}
+    for item in args.spark_conf or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--spark-conf takes KEY=VALUE, got {item!r}")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+@contextlib.contextmanager
+def _spark(args: argparse.Namespace) -> Iterator[SparkSession]:
+    """A session for one command, stopped after it unless it was already running (a test's, a notebook's)."""
+    from pyspark.sql import SparkSession
+
+    from churnguard.spark_engine import spark_session
+
+    running = SparkSession.getActiveSession()
+    spark = spark_session(args.spark_master, _spark_conf(args))
+    try:
+        yield spark
+    finally:
+        if running is None:
+            spark.stop()
+
+
+def _features_on_spark(args: argparse.Namespace, config: DatasetConfig) -> int:
+    from churnguard.config import UsageError
+    from churnguard.datasets import EventsDataset
+    from churnguard.spark_engine import spark_feature_table
+
+    if not isinstance(config, EventsDataset):
+        raise UsageError(f"dataset '{config.name}' is a snapshot: the Spark engine builds events datasets")
+    out = Path(args.out) if args.out else _state_path("features", f"{config.name}.spark")
+    with _spark(args) as spark:
+        table = spark_feature_table(config, out, spark, customers_per_bucket=args.customers_per_bucket)
+    print(table.report.format())
+    print(
+        f"wrote {table.rows:,} rows x {len(table.schema.features)} features for '{config.name}' to {out} "
+        f"(Parquet folder, {table.buckets} buckets, {table.seconds:.1f}s; label rate {table.label_rate:.1%})"
     )
     for group, names in sorted(table.schema.by_group().items()):
         print(f"  {group:<13} {len(names):>4} features")
@@ -188,6 +245,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from churnguard.score_file import score_file
 
+    if args.engine == "spark":
+        from churnguard.spark_score import score_file_on_spark
+
+        with _spark(args) as spark:
+            summary = score_file_on_spark(
+                args.model, Path(args.input), Path(args.output), spark, args.explain
+            )
+        print(summary.format())
+        return 0
     summary = score_file(args.model, Path(args.input), Path(args.output), args.chunk_rows, args.explain)
     print(summary.format())
     return 0
@@ -394,6 +460,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- parser
 
 
+def _spark_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["pandas", "spark"],
+        default="pandas",
+        help="pandas in this process (default), or Spark for data past one machine's memory",
+    )
+    parser.add_argument(
+        "--spark-master",
+        help="spark: master URL, e.g. local[2] or spark://host:7077 (default: spark-submit's, else local[*])",
+    )
+    parser.add_argument(
+        "--spark-conf", action="append", metavar="KEY=VALUE", help="spark: a Spark setting (repeatable)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="churnguard",
@@ -417,7 +499,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     feat = command("features", cmd_features, "build the point-in-time feature table of a dataset")
     feat.add_argument("--dataset", required=True, help="dataset name in configs/datasets/ or a YAML path")
-    feat.add_argument("--out", help="output Parquet file (default: <state>/features/<dataset>.parquet)")
+    feat.add_argument(
+        "--out",
+        help="output Parquet file, a folder with --engine spark "
+        "(default: <state>/features/<dataset>.parquet, or <dataset>.spark)",
+    )
+    _spark_arguments(feat)
+    feat.add_argument(
+        "--customers-per-bucket",
+        type=int,
+        default=2_000,
+        help="spark: customers whose events one pandas call holds (bounds each task's memory)",
+    )
 
     ingest = command("ingest", cmd_ingest, "bulk-load an events dataset's files into the event store")
     ingest.add_argument(
@@ -483,10 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = command("score", cmd_score, "score a Parquet or CSV file offline, in chunks")
     score.add_argument("--model", required=True, help="MLflow model URI or artifact folder")
-    score.add_argument("--input", required=True, help="Parquet or CSV file in the model's input schema")
-    score.add_argument("--output", required=True, help="output Parquet or CSV file")
+    score.add_argument(
+        "--input", required=True, help="Parquet or CSV file in the model's input schema (spark: Parquet)"
+    )
+    score.add_argument("--output", required=True, help="output Parquet or CSV file (spark: a Parquet folder)")
     score.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (default 100000)")
     score.add_argument("--explain", action="store_true", help="add reasons (slower)")
+    _spark_arguments(score)
 
     drift = command("drift", cmd_drift, "Evidently drift report: current data against the model's reference")
     drift.add_argument(

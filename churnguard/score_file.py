@@ -175,6 +175,53 @@ class _ResultWriter:
                 self._writer.close()
 
 
+@dataclass
+class ScoredChunk:
+    results: pd.DataFrame | None  # row_number, then the prediction contract's columns; None: no valid row
+    errors: list[dict]  # row_number, customer_id, field, message per problem
+    rejected: int  # rows not scored
+    tiers: dict[str, int]
+
+
+def check_chunk(predictor: Predictor, chunk: pd.DataFrame, first_row: int) -> CheckedFrame:
+    """The input rules on one chunk of a file whose first data row is `first_row` (1-based)."""
+    chunk.index = pd.RangeIndex(len(chunk))  # in place: reset_index copies every column
+    return predictor.rules.check_frame(chunk, first_row=first_row, allow_extra=True)
+
+
+def chunk_errors(checked: CheckedFrame) -> list[dict]:
+    """row_number, customer_id, field and message of every problem the checks found."""
+    ids = dict(zip(checked.row_numbers.tolist(), checked.customer_ids, strict=True))
+    return [
+        {"row_number": e.row, "customer_id": ids.get(e.row, ""), "field": e.field, "message": e.message}
+        for e in checked.errors
+    ]
+
+
+def chunk_results(checked: CheckedFrame, batch: ScoredBatch, explain: bool) -> pd.DataFrame:
+    """The scored rows as the output file holds them: row_number, then the prediction contract."""
+    frame = batch.to_frame(explain_columns=explain)
+    frame.insert(0, "row_number", checked.row_numbers[checked.valid])
+    return frame
+
+
+def tier_counts(batch: ScoredBatch) -> dict[str, int]:
+    return {str(t): int(n) for t, n in zip(*np.unique(batch.tier, return_counts=True), strict=True)}
+
+
+def score_chunk(predictor: Predictor, chunk: pd.DataFrame, first_row: int, explain: bool) -> ScoredChunk:
+    """Check and score one chunk in one call (the Spark engine's batches), with the same pieces as
+    `score_file`'s two stages."""
+    checked = check_chunk(predictor, chunk, first_row)
+    errors = chunk_errors(checked) if checked.errors else []
+    rejected = int((~checked.valid).sum())
+    valid = checked.only_valid()
+    if not len(valid):
+        return ScoredChunk(None, errors, rejected, {})
+    batch = predictor.score_checked(valid, explain=explain)
+    return ScoredChunk(chunk_results(checked, batch, explain), errors, rejected, tier_counts(batch))
+
+
 def score_file(
     model_uri: str,
     input_path: Path,
@@ -210,8 +257,7 @@ def score_file(
     def scored_chunks() -> Iterator[tuple[int, CheckedFrame, ScoredBatch | None]]:
         first_row = 1
         for chunk in read_chunks(input_path, chunk_rows, predictor.schema.categorical_names):
-            chunk.index = pd.RangeIndex(len(chunk))  # in place: reset_index copies every column
-            checked = predictor.rules.check_frame(chunk, first_row=first_row, allow_extra=True)
+            checked = check_chunk(predictor, chunk, first_row)
             first_row += len(chunk)
             valid = checked.only_valid()
             yield len(chunk), checked, predictor.score_checked(valid, explain=explain) if len(valid) else None
@@ -224,23 +270,12 @@ def score_file(
                 summary.rows_read += rows
                 if checked.errors:
                     summary.rows_rejected += int((~checked.valid).sum())
-                    ids = dict(zip(checked.row_numbers.tolist(), checked.customer_ids, strict=True))
-                    error_rows.extend(
-                        {
-                            "row_number": e.row,
-                            "customer_id": ids.get(e.row, ""),
-                            "field": e.field,
-                            "message": e.message,
-                        }
-                        for e in checked.errors
-                    )
+                    error_rows.extend(chunk_errors(checked))
                 if batch is not None:
-                    frame = batch.to_frame(explain_columns=explain)
-                    frame.insert(0, "row_number", checked.row_numbers[checked.valid])
-                    writer.write(frame)
+                    writer.write(chunk_results(checked, batch, explain))
                     summary.rows_scored += len(batch)
-                    for tier, count in zip(*np.unique(batch.tier, return_counts=True), strict=True):
-                        tiers[str(tier)] = tiers.get(str(tier), 0) + int(count)
+                    for tier, count in tier_counts(batch).items():
+                        tiers[tier] = tiers.get(tier, 0) + count
                 if error_rows:
                     pd.DataFrame(error_rows).to_csv(
                         errors_path, mode="w" if error_header else "a", header=error_header, index=False

@@ -92,6 +92,9 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    active = SparkSession.getActiveSession()
+    if active is not None:  # a caller's session (a notebook, a test): use it as it is
+        return active
     builder = SparkSession.builder.appName("churnguard")
     if master:
         builder = builder.master(master)
@@ -184,9 +187,13 @@ def _usable_batch(
 # ------------------------------------------------------------------------------------------ the report
 
 
+def _plain(example: object) -> object:
+    return example if isinstance(example, int | float | str) else str(example)
+
+
 def _issue_rows(report: DataReport) -> list[str]:
     return [
-        json.dumps([i.level, i.file, i.column, i.message, i.rows, [str(e) for e in i.examples], i.fatal])
+        json.dumps([i.level, i.file, i.column, i.message, i.rows, [_plain(e) for e in i.examples], i.fatal])
         for i in report.issues
     ]
 
