@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # types only: each command imports what it uses, so `--help` 
     from pyspark.sql import SparkSession
 
     from churnguard.datasets import DatasetConfig
+    from churnguard.schema import FeatureSchema
 
 log = logging.getLogger("churnguard")
 
@@ -63,13 +64,14 @@ def cmd_features(args: argparse.Namespace) -> int:
         print(table.report.format())
     frame = table.frame
     positives = float(frame["label"].mean()) if len(frame) else float("nan")
-    print(
-        f"wrote {len(frame):,} rows x {len(table.schema.features)} features for '{config.name}' to {out} "
-        f"(label rate {positives:.1%})"
-    )
-    for group, names in sorted(table.schema.by_group().items()):
-        print(f"  {group:<13} {len(names):>4} features")
+    _print_table(config.name, out, len(frame), table.schema, f"label rate {positives:.1%}")
     return 0
+
+
+def _print_table(dataset: str, out: Path, rows: int, schema: FeatureSchema, detail: str) -> None:
+    print(f"wrote {rows:,} rows x {len(schema.features)} features for '{dataset}' to {out} ({detail})")
+    for group, names in sorted(schema.by_group().items()):
+        print(f"  {group:<13} {len(names):>4} features")
 
 
 def _spark_conf(args: argparse.Namespace) -> dict[str, str]:
@@ -111,12 +113,10 @@ def _features_on_spark(args: argparse.Namespace, config: DatasetConfig) -> int:
     with _spark(args) as spark:
         table = spark_feature_table(config, out, spark, customers_per_bucket=args.customers_per_bucket)
     print(table.report.format())
-    print(
-        f"wrote {table.rows:,} rows x {len(table.schema.features)} features for '{config.name}' to {out} "
-        f"(Parquet folder, {table.buckets} buckets, {table.seconds:.1f}s; label rate {table.label_rate:.1%})"
+    detail = (
+        f"Parquet folder, {table.buckets} buckets, {table.seconds:.1f}s; label rate {table.label_rate:.1%}"
     )
-    for group, names in sorted(table.schema.by_group().items()):
-        print(f"  {group:<13} {len(names):>4} features")
+    _print_table(config.name, out, table.rows, table.schema, detail)
     return 0
 
 

@@ -356,6 +356,80 @@ def _from_nanoseconds(values: pd.Series) -> np.ndarray:
     return pd.to_datetime(values.astype("Int64"), unit="ns").to_numpy(dtype="datetime64[ns]")
 
 
+@dataclass(frozen=True)
+class BucketTable:
+    """The table's rows for one bucket of customers, by the pandas engine's code: what
+    `events_table` does for the whole dataset, done for the customers of one bucket."""
+
+    plan: FeaturePlan
+    dates: tuple[pd.Timestamp, ...]
+    static: tuple[str, ...]
+    explicit: bool  # explicit churn dates; otherwise inactivity
+    horizon_days: int
+    names: tuple[str, ...]  # the output columns, in order
+
+    def __call__(self, events: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+        if events.empty:  # a bucket whose customers have no events yet
+            events = pd.DataFrame({c: pd.Series(dtype=t) for c, t in EVENT_DTYPES.items()})
+        customers = customers.sort_values(POSITION)
+        members = pd.DataFrame(
+            {
+                ID_COLUMN: customers[ID_COLUMN].to_numpy(dtype=object),
+                features.SIGNUP_COLUMN: _from_nanoseconds(customers[features.SIGNUP_COLUMN]),
+            }
+        )
+        for column in self.static:
+            members[column] = customers[column].to_numpy()
+        churn_dates = None
+        if self.explicit:
+            churn_dates = pd.Series(_from_nanoseconds(customers[CHURN]), index=members[ID_COLUMN].to_numpy())
+        events = _in_load_order(events)
+        population = features.population(members, list(self.dates), churn_dates)
+        if population.empty:
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in self.names})
+        frame, _ = customer_features(self.plan, events, members, population)
+        if churn_dates is not None:
+            label = features.label_explicit(population, churn_dates, self.horizon_days)
+        else:
+            label = features.label_inactivity(population, events, self.horizon_days)
+        frame.insert(0, LABEL_COLUMN, label.astype("int8").to_numpy())
+        frame.insert(0, OBSERVATION_COLUMN, population[OBSERVATION_COLUMN].to_numpy())
+        frame.insert(0, ID_COLUMN, population[ID_COLUMN].to_numpy())
+        return frame[list(self.names)]
+
+
+def _in_load_order(events: pd.DataFrame) -> pd.DataFrame:
+    """A bucket's events as `load_events` orders them within each customer: by time, ties in file
+    order (config order, then row). Features read events per customer: the order across customers
+    does not matter."""
+    nanoseconds = events["timestamp"].to_numpy(dtype=np.int64)
+    order = np.lexsort((events[ROW].to_numpy(), events[SOURCE].to_numpy(), nanoseconds))
+    return pd.DataFrame(
+        {
+            ID_COLUMN: events[ID_COLUMN].to_numpy(dtype=object)[order],
+            "timestamp": nanoseconds[order].view("datetime64[ns]"),
+            "type": events["type"].to_numpy(dtype=object)[order],
+            "value": events["value"].to_numpy(dtype=np.float64)[order],
+        }
+    )
+
+
+def _feature_schema(plan: FeaturePlan, customers: pd.DataFrame, date: pd.Timestamp) -> FeatureSchema:
+    """The table's feature schema (columns, dtypes, groups) exactly as the pandas engine decides it:
+    `customer_features` on one customer and no events."""
+    first = customers.head(1)
+    probe = pd.DataFrame({ID_COLUMN: first[ID_COLUMN], OBSERVATION_COLUMN: [date] * len(first)})
+    no_events = pd.DataFrame(
+        {
+            ID_COLUMN: pd.Series(dtype=object),
+            "timestamp": pd.Series(dtype="datetime64[ns]"),
+            "type": pd.Series(dtype=object),
+            "value": pd.Series(dtype=float),
+        }
+    )
+    return customer_features(plan, no_events, customers, probe)[1]
+
+
 def spark_feature_table(
     config: EventsDataset,
     out: Path,
@@ -411,18 +485,7 @@ def spark_feature_table(
     dates = labelled_observation_dates(config, data)
     plan = FeaturePlan.from_config(config)
 
-    # The schema, and so the columns and dtypes, exactly as the pandas engine decides them.
-    first = data.customers.head(1)
-    probe = pd.DataFrame({ID_COLUMN: first[ID_COLUMN], OBSERVATION_COLUMN: [dates[0]] * len(first)})
-    empty_events = pd.DataFrame(
-        {
-            ID_COLUMN: pd.Series(dtype=object),
-            "timestamp": pd.Series(dtype="datetime64[ns]"),
-            "type": pd.Series(dtype=object),
-            "value": pd.Series(dtype=float),
-        }
-    )
-    _, schema = customer_features(plan, empty_events, data.customers, probe)
+    schema = _feature_schema(plan, data.customers, dates[0])
 
     buckets = max(1, math.ceil(len(customers) / customers_per_bucket))
     customer_rows = _customers_frame(data.customers, churn.dates, static, buckets)
@@ -443,10 +506,14 @@ def spark_feature_table(
     explicit = config.churn.kind == "explicit"
     horizon = config.horizon_days
 
+    keep_types = list(plan.event_types) if explicit else None  # inactivity labels read every event
+    build = BucketTable(plan, tuple(dates), tuple(static), explicit, horizon, tuple(names))
+
     def bucket_events(batches: Iterator[pd.DataFrame], spec: _Source) -> Iterator[pd.DataFrame]:
         for batch in batches:
             rows = _usable_batch(batch, spec, config, known, now, DataReport(config.name))
-            rows = rows[rows["type"].isin(list(plan.event_types)).to_numpy()]  # others make no feature
+            if keep_types is not None:
+                rows = rows[rows["type"].isin(keep_types).to_numpy()]  # the others make no feature
             yield pd.DataFrame(
                 {
                     ID_COLUMN: rows[ID_COLUMN].to_numpy(dtype=object),
@@ -458,48 +525,6 @@ def spark_feature_table(
                     BUCKET: bucket_of(rows[ID_COLUMN], buckets),
                 }
             )
-
-    def bucket_table(events: pd.DataFrame, bucket_customers: pd.DataFrame) -> pd.DataFrame:
-        if events.empty:  # a bucket whose customers have no events yet
-            events = pd.DataFrame({c: pd.Series(dtype=t) for c, t in EVENT_DTYPES.items()})
-        bucket_customers = bucket_customers.sort_values(POSITION)
-        members = pd.DataFrame(
-            {
-                ID_COLUMN: bucket_customers[ID_COLUMN].to_numpy(dtype=object),
-                features.SIGNUP_COLUMN: _from_nanoseconds(bucket_customers[features.SIGNUP_COLUMN]),
-            }
-        )
-        for column in static:
-            members[column] = bucket_customers[column].to_numpy()
-        churn_dates = None
-        if explicit:
-            churn_dates = pd.Series(
-                _from_nanoseconds(bucket_customers[CHURN]), index=members[ID_COLUMN].to_numpy()
-            )
-        # load_events' order within each customer: by time, ties in file order (config order, then row).
-        # The features read events per customer, so the order across customers does not matter.
-        nanoseconds = events["timestamp"].to_numpy(dtype=np.int64)
-        order = np.lexsort((events[ROW].to_numpy(), events[SOURCE].to_numpy(), nanoseconds))
-        events = pd.DataFrame(
-            {
-                ID_COLUMN: events[ID_COLUMN].to_numpy(dtype=object)[order],
-                "timestamp": nanoseconds[order].view("datetime64[ns]"),
-                "type": events["type"].to_numpy(dtype=object)[order],
-                "value": events["value"].to_numpy(dtype=np.float64)[order],
-            }
-        )
-        population = features.population(members, dates, churn_dates)
-        if population.empty:
-            return pd.DataFrame({name: pd.Series(dtype=object) for name in names})
-        frame, _ = customer_features(plan, events, members, population)
-        if explicit:
-            label = features.label_explicit(population, churn_dates, horizon)
-        else:
-            label = features.label_inactivity(population, events, horizon)
-        frame.insert(0, LABEL_COLUMN, label.astype("int8").to_numpy())
-        frame.insert(0, OBSERVATION_COLUMN, population[OBSERVATION_COLUMN].to_numpy())
-        frame.insert(0, ID_COLUMN, population[ID_COLUMN].to_numpy())
-        return frame[names]
 
     log.info(
         "spark features for '%s': pass 2 of 2, %d customers in %d buckets, %d observation dates",
@@ -517,7 +542,7 @@ def spark_feature_table(
     table = (
         events_df.groupBy(BUCKET)
         .cogroup(customers_df.groupBy(BUCKET))
-        .applyInPandas(bucket_table, out_schema)
+        .applyInPandas(lambda events, customers: build(events, customers), out_schema)
     )
     table.write.mode("overwrite").parquet(str(out))
 

@@ -191,3 +191,23 @@ def test_spark_scores_a_file_like_churnguard_score(spark, world: Path, tmp_path:
     parts = [p for p in sorted(on_spark.errors_path.glob("part-*.csv")) if p.stat().st_size]
     spark_errors = pd.concat([pd.read_csv(part) for part in parts], ignore_index=True)
     assert spark_errors.sort_values("row_number").values.tolist() == local_errors.values.tolist()
+
+
+def test_inactivity_churn_without_a_customers_file(spark, world: Path, tmp_path: Path) -> None:
+    """Customers from their first event (found by Spark), labels from inactivity over every event type
+    (the simulator's 'churn' events too, which make no feature): the pandas engine's table again."""
+    document = yaml.safe_load((PROJECT_ROOT / "configs" / "datasets" / "crm.yaml").read_text())
+    document["name"] = "crm-inactivity"
+    document["events"][0]["path"] = str(world / "sim" / "events.parquet")
+    del document["customers"]
+    document["churn"] = {"kind": "inactivity", "inactivity_days": 60}
+    (tmp_path / "inactivity.yaml").write_text(yaml.safe_dump(document))
+    config = load_dataset_config(tmp_path / "inactivity.yaml")
+    assert isinstance(config, EventsDataset)
+    assert not set(pd.read_parquet(world / "sim" / "events.parquet")["type"]) <= set(config.event_types)
+
+    expected = pandas_table(config, tmp_path)
+    spark_feature_table(config, tmp_path / "spark", spark, customers_per_bucket=100, now=NOW)
+    table = FeatureTable.read(tmp_path / "spark")
+    assert table.schema == expected.schema and expected.frame["label"].sum() > 0
+    pd.testing.assert_frame_equal(sorted_frame(table.frame), sorted_frame(expected.frame), check_exact=True)
