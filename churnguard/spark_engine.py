@@ -65,10 +65,14 @@ SOURCE = "__source"  # the events file's place in the config
 ROW = "__row"  # the event's place in its file: ties in time keep file order, as `load_events` does
 POSITION = "__position"  # the customer's place in the customers table: the pandas engine's row order
 CHURN = "__churn_ns"
+TYPE_CODE = "__type"  # the event type's place in the config; -1: a type the config does not name
+OTHER_TYPE = "__other"  # what a bucket calls those types (only inactivity labels read them)
+# Events travel to their bucket as numbers only: customer by position, type by code. Text is most of
+# the cost of moving rows between the JVM and Python, and of the shuffle.
 EVENT_DTYPES = {
-    ID_COLUMN: object,
+    POSITION: np.int64,
     "timestamp": np.int64,
-    "type": object,
+    TYPE_CODE: np.int16,
     "value": np.float64,
     SOURCE: np.int32,
     ROW: np.int64,
@@ -383,7 +387,7 @@ class BucketTable:
         churn_dates = None
         if self.explicit:
             churn_dates = pd.Series(_from_nanoseconds(customers[CHURN]), index=members[ID_COLUMN].to_numpy())
-        events = _in_load_order(events)
+        events = _in_load_order(events, customers, list(self.plan.event_types))
         population = features.population(members, list(self.dates), churn_dates)
         if population.empty:
             return pd.DataFrame({name: pd.Series(dtype=object) for name in self.names})
@@ -398,17 +402,19 @@ class BucketTable:
         return frame[list(self.names)]
 
 
-def _in_load_order(events: pd.DataFrame) -> pd.DataFrame:
-    """A bucket's events as `load_events` orders them within each customer: by time, ties in file
-    order (config order, then row). Features read events per customer: the order across customers
-    does not matter."""
+def _in_load_order(events: pd.DataFrame, customers: pd.DataFrame, type_names: list[str]) -> pd.DataFrame:
+    """A bucket's events with their customer ids and type names back, ordered as `load_events` orders
+    them within each customer: by time, ties in file order (config order, then row). Features read
+    events per customer: the order across customers does not matter."""
     nanoseconds = events["timestamp"].to_numpy(dtype=np.int64)
     order = np.lexsort((events[ROW].to_numpy(), events[SOURCE].to_numpy(), nanoseconds))
+    members = pd.Index(customers[POSITION].to_numpy()).get_indexer(events[POSITION].to_numpy()[order])
+    names = np.array([*type_names, OTHER_TYPE], dtype=object)  # code -1 picks OTHER_TYPE
     return pd.DataFrame(
         {
-            ID_COLUMN: events[ID_COLUMN].to_numpy(dtype=object)[order],
+            ID_COLUMN: customers[ID_COLUMN].to_numpy(dtype=object)[members],
             "timestamp": nanoseconds[order].view("datetime64[ns]"),
-            "type": events["type"].to_numpy(dtype=object)[order],
+            "type": names[events[TYPE_CODE].to_numpy()[order]],
             "value": events["value"].to_numpy(dtype=np.float64)[order],
         }
     )
@@ -506,23 +512,28 @@ def spark_feature_table(
     explicit = config.churn.kind == "explicit"
     horizon = config.horizon_days
 
-    keep_types = list(plan.event_types) if explicit else None  # inactivity labels read every event
     build = BucketTable(plan, tuple(dates), tuple(static), explicit, horizon, tuple(names))
+    bucket_by_position = customer_rows[BUCKET].to_numpy()
+    type_names = list(plan.event_types)
 
     def bucket_events(batches: Iterator[pd.DataFrame], spec: _Source) -> Iterator[pd.DataFrame]:
+        # Once per task: the lookups from text to numbers.
+        customer_index, type_index = pd.Index(known[ID_COLUMN]), pd.Index(type_names)
         for batch in batches:
             rows = _usable_batch(batch, spec, config, known, now, DataReport(config.name))
-            if keep_types is not None:
-                rows = rows[rows["type"].isin(keep_types).to_numpy()]  # the others make no feature
+            types = type_index.get_indexer(rows["type"]).astype(np.int16)
+            if explicit:  # types outside the config make no feature; inactivity labels read every event
+                rows, types = rows[types >= 0], types[types >= 0]
+            positions = customer_index.get_indexer(rows[ID_COLUMN])  # every one known: usable_events
             yield pd.DataFrame(
                 {
-                    ID_COLUMN: rows[ID_COLUMN].to_numpy(dtype=object),
+                    POSITION: positions,
                     "timestamp": rows["timestamp"].to_numpy(dtype="datetime64[ns]").view(np.int64),
-                    "type": rows["type"].to_numpy(dtype=object),
+                    TYPE_CODE: types,
                     "value": rows["value"].to_numpy(dtype=np.float64),
                     SOURCE: spec.number,
                     ROW: rows.index.to_numpy(dtype=np.int64),
-                    BUCKET: bucket_of(rows[ID_COLUMN], buckets),
+                    BUCKET: bucket_by_position[positions],
                 }
             )
 
@@ -534,7 +545,7 @@ def spark_feature_table(
     for spec, frame in sources:
         part = frame.mapInPandas(
             lambda batches, spec=spec: bucket_events(batches, spec),
-            f"{ID_COLUMN} string, timestamp long, type string, value double, "
+            f"{POSITION} long, timestamp long, {TYPE_CODE} smallint, value double, "
             f"{SOURCE} int, {ROW} long, {BUCKET} int",
         )
         events_df = part if events_df is None else events_df.unionByName(part)
