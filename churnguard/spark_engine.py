@@ -147,10 +147,17 @@ def _read_source(
     fmt = source.format
     if fmt == "auto":
         fmt = "parquet" if path.suffix in {".parquet", ".pq"} else "csv"
-    if fmt == "whitespace":
+        fmt = "xlsx" if path.suffix.lower() in {".xlsx", ".xlsm"} else fmt
+    unsupported = [
+        *([f"format {fmt}"] if fmt not in {"parquet", "csv"} else []),
+        *(["`header_row`"] if source.header_row != 1 else []),
+        *(["`type_names`"] if source.type_names is not None else []),
+        *(["`customer_keys`"] if source.customer_keys is not None else []),
+    ]
+    if unsupported:
         raise UsageError(
-            f"{path}: the Spark engine reads Parquet and CSV; convert this whitespace-separated file "
-            "(or build its features with the pandas engine)"
+            f"{path}: the Spark engine reads Parquet and CSV files with names in the first row, without "
+            f"lookup files; this source has {', '.join(unsupported)} (use the pandas engine, or convert it)"
         )
     if not path.exists():
         report.error(path, None, "file not found (check `path` in the dataset config)")
@@ -332,7 +339,11 @@ def _first_seen(
 
 
 def _customers_frame(
-    customers: pd.DataFrame, churn_dates: pd.Series | None, static: list[str], buckets: int
+    customers: pd.DataFrame,
+    churn_dates: pd.Series | None,
+    static: list[str],
+    date_columns: list[str],
+    buckets: int,
 ) -> pd.DataFrame:
     """The customers as Spark gets them: times as int64 nanoseconds (exact), bucket, position."""
     frame = pd.DataFrame(
@@ -343,6 +354,8 @@ def _customers_frame(
     )
     for column in static:
         frame[column] = customers[column].to_numpy()
+    for column in date_columns:
+        frame[column] = _nanoseconds(customers[column])
     if churn_dates is not None:
         frame[CHURN] = _nanoseconds(churn_dates.reindex(customers[ID_COLUMN].to_numpy()))
     frame[POSITION] = np.arange(len(customers), dtype=np.int64)
@@ -368,6 +381,7 @@ class BucketTable:
     plan: FeaturePlan
     dates: tuple[pd.Timestamp, ...]
     static: tuple[str, ...]
+    date_columns: tuple[str, ...]  # the customers' dates that features count from each observation
     explicit: bool  # explicit churn dates; otherwise inactivity
     horizon_days: int
     names: tuple[str, ...]  # the output columns, in order
@@ -384,6 +398,8 @@ class BucketTable:
         )
         for column in self.static:
             members[column] = customers[column].to_numpy()
+        for column in self.date_columns:
+            members[column] = _from_nanoseconds(customers[column])
         churn_dates = None
         if self.explicit:
             churn_dates = pd.Series(_from_nanoseconds(customers[CHURN]), index=members[ID_COLUMN].to_numpy())
@@ -494,7 +510,8 @@ def spark_feature_table(
     schema = _feature_schema(plan, data.customers, dates[0])
 
     buckets = max(1, math.ceil(len(customers) / customers_per_bucket))
-    customer_rows = _customers_frame(data.customers, churn.dates, static, buckets)
+    date_columns = [column for column, *_ in plan.date_features]
+    customer_rows = _customers_frame(data.customers, churn.dates, static, date_columns, buckets)
     customers_df = spark.createDataFrame(pa.Table.from_pandas(customer_rows, preserve_index=False))
     static_fields = [customers_df.schema[column] for column in static]
     out_schema = StructType(
@@ -512,7 +529,9 @@ def spark_feature_table(
     explicit = config.churn.kind == "explicit"
     horizon = config.horizon_days
 
-    build = BucketTable(plan, tuple(dates), tuple(static), explicit, horizon, tuple(names))
+    build = BucketTable(
+        plan, tuple(dates), tuple(static), tuple(date_columns), explicit, horizon, tuple(names)
+    )
     bucket_by_position = customer_rows[BUCKET].to_numpy()
     type_names = list(plan.event_types)
 

@@ -134,6 +134,8 @@ def test_rows_the_loader_drops_are_counted_the_same_on_spark(spark, world: Path,
     document["name"] = "crm-bad-rows"
     document["events"][0]["path"] = str(tmp_path / "events.parquet")
     document["customers"]["path"] = str(world / "sim" / "customers.parquet")
+    # A customers date counted from each observation date (a date after it reads as missing).
+    document["customers"]["date_columns"] = {"signup_date": {"derive": "age_years"}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(document))
     config = load_dataset_config(tmp_path / "bad.yaml")
     assert isinstance(config, EventsDataset)
@@ -154,6 +156,7 @@ def test_rows_the_loader_drops_are_counted_the_same_on_spark(spark, world: Path,
     }
     assert built.report.rows_dropped == expected.report.rows_dropped
     table = FeatureTable.read(tmp_path / "spark")
+    assert table.frame["age_years_signup_date"].notna().any()
     pd.testing.assert_frame_equal(sorted_frame(table.frame), sorted_frame(expected.frame), check_exact=True)
 
 
