@@ -41,6 +41,7 @@ from churnguard.datasets import (
     label_end_of,
     normalise_events,
     read_churn_dates,
+    read_contracts,
     read_customers,
     usable_events,
 )
@@ -385,6 +386,9 @@ class BucketTable:
     explicit: bool  # explicit churn dates; otherwise inactivity
     horizon_days: int
     names: tuple[str, ...]  # the output columns, in order
+    # The contracts source's terms as contract events (`read_contracts`): one row per term, so they
+    # travel with the job, not through the shuffle.
+    contracts: pd.DataFrame | None = None
 
     def __call__(self, events: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
         if events.empty:  # a bucket whose customers have no events yet
@@ -407,7 +411,10 @@ class BucketTable:
         population = features.population(members, list(self.dates), churn_dates)
         if population.empty:
             return pd.DataFrame({name: pd.Series(dtype=object) for name in self.names})
-        frame, _ = customer_features(self.plan, events, members, population)
+        contracts = None
+        if self.contracts is not None:
+            contracts = self.contracts[self.contracts[ID_COLUMN].isin(members[ID_COLUMN]).to_numpy()]
+        frame, _ = customer_features(self.plan, events, members, population, contracts=contracts)
         if churn_dates is not None:
             label = features.label_explicit(population, churn_dates, self.horizon_days)
         else:
@@ -488,6 +495,7 @@ def spark_feature_table(
     log.info("spark features for '%s': pass 1 of 2, checking %d events file(s)", config.name, len(sources))
     latest = _scan_events(sources, config, customers, now, report)
     churn = read_churn_dates(config, customers, report, strict=False)
+    contracts = read_contracts(config, customers, report, strict=False)
     report.raise_for_errors()
     label_end, label_end_source = label_end_of(
         config, [(spec.source, spec.path, latest[spec.number]) for spec, _ in sources], churn
@@ -530,7 +538,7 @@ def spark_feature_table(
     horizon = config.horizon_days
 
     build = BucketTable(
-        plan, tuple(dates), tuple(static), tuple(date_columns), explicit, horizon, tuple(names)
+        plan, tuple(dates), tuple(static), tuple(date_columns), explicit, horizon, tuple(names), contracts
     )
     bucket_by_position = customer_rows[BUCKET].to_numpy()
     type_names = list(plan.event_types)
