@@ -367,6 +367,8 @@ class ChurnService:
             return invalid_input(exc.errors, exc.total).response(_headers(parsed))
         except Rejected as rejected:
             return rejected.response(_headers(parsed))
+        except STORE_ERRORS as exc:  # the log's score history, read by rules (the event store's are Rejected)
+            return _log_unavailable(exc)
         try:
             if self.prediction_log is not None:
                 self.prediction_log.append(batch, parsed.request_id)

@@ -174,6 +174,14 @@ def test_an_event_ingested_by_one_replica_is_scored_by_the_other(replicas: Repli
             }
             for day in range(3, 150, 2)
         ]
+        # The crm model reads the contract too: its term, MRR, seats and auto-renew, as events.
+        signed = f"{now - pd.Timedelta(days=200):%Y-%m-%d}"
+        term = {"contract_term": 365, "contract_mrr": 250, "contract_seats": 5, "contract_auto_renew": 1}
+        events += [
+            {"event_id": f"replica-{kind}", "customer_id": customer, "type": kind, "value": value,
+             "timestamp": signed}
+            for kind, value in term.items()
+        ]  # fmt: skip
         stored = to_a.post("/events", json={"events": events})
         assert stored.status_code == 200 and stored.json()["stored"] == len(events), stored.text
         by_b = to_b.post("/predict", json={"customer_id": customer, "as_of": f"{now:%Y-%m-%d}"})
