@@ -256,7 +256,7 @@ def score_file(
 
     def scored_chunks() -> Iterator[tuple[int, CheckedFrame, ScoredBatch | None]]:
         first_row = 1
-        for chunk in read_chunks(input_path, chunk_rows, predictor.schema.categorical_names):
+        for chunk in ahead(read_chunks(input_path, chunk_rows, predictor.schema.categorical_names)):
             checked = check_chunk(predictor, chunk, first_row)
             first_row += len(chunk)
             valid = checked.only_valid()
@@ -264,8 +264,9 @@ def score_file(
 
     try:
         with frozen_heap():
-            # Two stages: the next chunk is read, checked and scored (Arrow and CatBoost without the GIL)
-            # while this one's reasons are written out (Python).
+            # Three stages, each a chunk ahead of the next: reading (Arrow), checking and scoring (numpy,
+            # CatBoost), and the results and reasons (Python) written out; the first two mostly run
+            # without the GIL, so they take the cores the Python stage leaves.
             for rows, checked, batch in ahead(scored_chunks()):
                 summary.rows_read += rows
                 if checked.errors:
