@@ -83,9 +83,10 @@ def replicate(base: Path, folder: Path, events: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     base_events = pd.read_parquet(base / "events.parquet")
     base_customers = pd.read_parquet(base / "customers.parquet")
+    base_contracts = pd.read_parquet(base / "contracts.parquet")  # crm.yaml reads contracts as signals
     per_customer = base_events.groupby("customer_id", sort=False).size()
     writer = None
-    written, copy, customer_parts = 0, 0, []
+    written, copy, customer_parts, contract_parts = 0, 0, [], []
     while written < events:
         suffix = f"-r{copy}"
         needed = events - written
@@ -102,15 +103,19 @@ def replicate(base: Path, folder: Path, events: int) -> Path:
         writer = writer or pq.ParquetWriter(folder / "events.parquet", table.schema)
         writer.write_table(table, row_group_size=1_000_000)
         customer_parts.append(customers.assign(customer_id=customers["customer_id"] + suffix))
+        contracts = base_contracts[base_contracts["customer_id"].isin(set(customers["customer_id"]))]
+        contract_parts.append(contracts.assign(customer_id=contracts["customer_id"] + suffix))
         written += len(part)
         copy += 1
     assert writer is not None
     writer.close()
     pd.concat(customer_parts, ignore_index=True).to_parquet(folder / "customers.parquet", index=False)
+    pd.concat(contract_parts, ignore_index=True).to_parquet(folder / "contracts.parquet", index=False)
     document = yaml.safe_load((ROOT / "configs" / "datasets" / "crm.yaml").read_text())
     document["name"] = f"crm-bench-{events}"
     document["events"][0]["path"] = str(folder / "events.parquet")
     document["customers"]["path"] = str(folder / "customers.parquet")
+    document["contracts"]["path"] = str(folder / "contracts.parquet")
     config_path.write_text(yaml.safe_dump(document))
     print(f"  wrote {written:,} events of {sum(len(c) for c in customer_parts):,} customers ({copy} copies)")
     return config_path
