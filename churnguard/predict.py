@@ -15,9 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import numpy as np
 import pandas as pd
 from catboost import Pool
@@ -25,7 +23,6 @@ from catboost import Pool
 from churnguard.artifact import ModelArtifact
 from churnguard.explain import (
     MISSING_CATEGORY,
-    REASON_KEYS,
     Explanations,
     ReasonBuilder,
     ReferenceRanks,
@@ -47,8 +44,6 @@ from churnguard.value import ValueAssessment, ValueModel
 log = logging.getLogger(__name__)
 
 PARALLEL_ROWS = 2_000  # below this many rows CatBoost scores on one thread
-_Reason = msgspec.defstruct("Reason", [(key, Any) for key in REASON_KEYS], gc=False)
-_ENCODER = msgspec.json.Encoder()
 RESULT_COLUMNS = (
     "customer_id", "churn_probability", "health_score", "alert_tier", "model_tier", "escalated_by",
     "value_tier", "value_score", "priority", "model_version",
@@ -103,18 +98,13 @@ class ScoredBatch:
             return drivers
         return [rules + row for rules, row in zip(self.rule_hits.reasons(language), drivers, strict=True)]
 
-    def reason_rows(self, language: Language = "en") -> list[tuple]:
-        """Per customer, the rule reasons then the model's drivers, as structs msgspec encodes in C
-        (built slot by slot with `map`): the service's answers and the files' reasons columns."""
+    def reason_lines(self, language: Language = "en") -> list[str]:
+        """Per customer, the rule reasons then the model's drivers as one JSON array: the files'
+        reasons columns and the service's answers (embedded as raw JSON)."""
         assert self.explanations is not None
-        slots = [list(map(_Reason, *column)) for column in self.explanations.columns(language)]
-        rows: list[tuple] = list(zip(*slots, strict=True)) if slots else [()] * len(self)
         hits = self.rule_hits
-        if hits is not None and hits.hits.any():
-            for row, rules in enumerate(hits.reasons(language)):
-                if rules:
-                    rows[row] = (*rules, *rows[row])
-        return rows
+        first = hits.reasons_json(language) if hits is not None and hits.hits.any() else None
+        return self.explanations.json_lines(language, first)
 
     def escalated_by(self) -> list[list[str]]:
         return (
@@ -201,11 +191,7 @@ class ScoredBatch:
             }
         )
         if explain_columns and self.explanations is not None and self.group_scores is not None:
-            # Built column-wise and written by msgspec in C, as the service does: dicts and json.dumps
-            # per row were most of the time of a million-row file scored with reasons.
-            # One call for the whole batch: JSON lines split apart (JSON escapes every newline in text).
-            lines = _ENCODER.encode_lines(self.reason_rows(language)).decode()
-            out["reasons"] = lines.split("\n")[:-1] if lines else []
+            out["reasons"] = self.reason_lines(language)
             for column, name in enumerate(self.group_names):
                 out[f"group_score_{name}"] = self.group_scores[:, column].astype("int64")
         out["flags"] = [json.dumps(f) if f else None for f in self.flags]

@@ -22,10 +22,11 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -34,6 +35,8 @@ from churnguard.features import MOM_DAYS, TREND_BASELINE_DAYS, TREND_RECENT_DAYS
 from churnguard.messages import Language
 from churnguard.schema import FeatureSchema, SignalGroup
 from churnguard.tiers import TIER_RANK, Tier, tier_ranks
+
+_JSON = msgspec.json.Encoder()
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
@@ -341,40 +344,52 @@ class RuleHits:
     def reasons(self, language: Language = "en") -> list[list[dict]]:
         """Per customer, one reason per hit rule (most severe first)."""
         out: list[list[dict]] = [[] for _ in range(len(self))]
+        for row, reason in self._each(language):
+            out[row].append(dict(reason))  # a dict per row: callers may change theirs
+        return out
+
+    def reasons_json(self, language: Language = "en") -> list[str]:
+        """Per customer, the JSON objects of `reasons`, comma-joined ("" for none): each distinct
+        reason is encoded once."""
+        out: list[list[str]] = [[] for _ in range(len(self))]
+        encoded: dict[int, tuple[dict, str]] = {}  # by id; holding the reason keeps its id unique
+        for row, reason in self._each(language):
+            found = encoded.get(id(reason))
+            if found is None:
+                found = encoded[id(reason)] = (reason, _JSON.encode(reason).decode())
+            out[row].append(found[1])
+        return [",".join(texts) for texts in out]
+
+    def _each(self, language: Language) -> Iterator[tuple[int, dict]]:
+        """(row, reason) for every hit, rule by rule (rules are in severity order, so each row's
+        reasons stay most severe first). The same rule, observed values and escalation give the same
+        reason, which is built once and yielded for every row that has it: do not change it."""
         if not self.hits.any():
-            return out
-        # Rule by rule (rules are in severity order, so each row's reasons stay most severe first);
-        # the same observed values give the same message: each is rendered once.
+            return
         for position, rule in enumerate(self.rules):
             rows = np.flatnonzero(self.hits[:, position])
             if not rows.size:
                 continue
             feature = rule.features[0] if rule.features[0] is not None else HEALTH_DROP
-            said: dict[tuple, tuple[object, str]] = {}
+            said: dict[tuple, dict] = {}
             observed = self.observed[position][rows].tolist()
             escalated = self.escalating[rows, position].tolist()
             for row, values, escalates in zip(rows.tolist(), observed, escalated, strict=True):
-                key = tuple(values)
+                key = (*values, escalates)
                 found = said.get(key)
                 if found is None:
                     first = values[0]
-                    found = said[key] = (
-                        None if math.isnan(first) else _plain(first),
-                        render(rule.config, values, language),
-                    )
-                out[row].append(
-                    {
+                    found = said[key] = {
                         "code": rule.code,
                         "feature": feature,
                         "group": rule.group,
-                        "value": found[0],
+                        "value": None if math.isnan(first) else _plain(first),
                         "impact": None,
-                        "message": found[1],
+                        "message": render(rule.config, values, language),
                         "severity": rule.severity,
                         "escalated": escalates,
                     }
-                )
-        return out
+                yield row, found
 
 
 def _plain(value: float) -> float | int:

@@ -473,7 +473,7 @@ def _result_structs(batch: ScoredBatch, language: Language) -> list[_Result]:
         value_tier, priority = value.tier.tolist(), value.priority.tolist()
         value_score = np.where(np.isnan(value.score), None, value.score).tolist()
     if batch.explanations is not None and batch.group_scores is not None:
-        reasons = batch.reason_rows(language)
+        reasons = list(map(msgspec.Raw, batch.reason_lines(language)))  # already JSON
         columns = batch.group_scores.astype(np.int64).T.tolist()
         grouped = _group_struct(tuple(batch.group_names))
         groups = list(map(grouped, *columns)) if columns else [{}] * rows
