@@ -39,6 +39,8 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from catboost import CatBoostClassifier, Pool
 
 from churnguard.config import UsageError
@@ -544,23 +546,30 @@ class Explanations:
             for slot in range(top)
         ]
 
-    def json_lines(self, language: Language = "en", first: Sequence[str] | None = None) -> list[str]:
-        """Per row, its reasons as one JSON array (the objects of `REASON_KEYS`), with `first[row]`'s
-        JSON objects ahead of them when given (the rules' reasons; "" for none). Assembled from each
-        phrase's cached JSON around the impact: encoding struct by struct was most of the cost of a
-        file scored with reasons."""
+    def json_lines(self, language: Language = "en", first: Sequence[str | None] | None = None) -> list[str]:
+        """`json_array` as Python strings."""
+        return self.json_array(language, first).to_pylist()
+
+    def json_array(self, language: Language = "en", first: Sequence[str | None] | None = None) -> pa.Array:
+        """Per row, its reasons as one JSON array text (the objects of `REASON_KEYS`), with `first[row]`'s
+        JSON objects ahead of them when given (the rules' reasons; None or "" for none). Joined in Arrow from
+        each phrase's cached JSON around the impact: building and encoding them in Python, reason by
+        reason, was most of the cost of a file scored with reasons."""
         top = self.chosen.shape[1]
         impacts = self.impacts.ravel()
         raises, lowers, tails = self._phrase_fields(
             self.chosen.ravel(), self.values.ravel(), language, ("raises", "lowers", "tail")
         )
+        heads = np.where(impacts > 0, raises, lowers)
         numbers = _objects(_JSON.encode(impacts.tolist())[1:-1].decode().split(",") if len(impacts) else [])
-        reasons = (np.where(impacts > 0, raises, lowers) + numbers + tails).reshape(-1, top).tolist()
-        if first is not None:
-            for row, ahead in enumerate(first):
-                if ahead:
-                    reasons[row].insert(0, ahead)
-        return ["[" + ",".join(row) + "]" for row in reasons]
+        comma = "," if top else ""
+        ahead = [f"{text}{comma}" if text else "" for text in first or [""] * len(self)]
+        parts: list[object] = ["[", pa.array(ahead, pa.string())]
+        for slot in range(top):
+            if slot:
+                parts.append(",")
+            parts += [pa.array(column[slot::top], pa.string()) for column in (heads, numbers, tails)]
+        return pc.binary_join_element_wise(*parts, "]", "")  # the last is the separator
 
     def _phrase_fields(
         self, chosen: np.ndarray, values: np.ndarray, language: Language, fields: tuple[str, ...]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from catboost import Pool
 
 from churnguard.artifact import ModelArtifact
@@ -99,12 +100,16 @@ class ScoredBatch:
         return [rules + row for rules, row in zip(self.rule_hits.reasons(language), drivers, strict=True)]
 
     def reason_lines(self, language: Language = "en") -> list[str]:
-        """Per customer, the rule reasons then the model's drivers as one JSON array: the files'
-        reasons columns and the service's answers (embedded as raw JSON)."""
+        """Per customer, the rule reasons then the model's drivers as one JSON array: the service's
+        answers embed them as raw JSON."""
+        return self.reason_array(language).to_pylist()
+
+    def reason_array(self, language: Language = "en") -> pa.Array:
+        """`reason_lines` as an Arrow string array: the files' reasons columns."""
         assert self.explanations is not None
         hits = self.rule_hits
         first = hits.reasons_json(language) if hits is not None and hits.hits.any() else None
-        return self.explanations.json_lines(language, first)
+        return self.explanations.json_array(language, first)
 
     def escalated_by(self) -> list[list[str]]:
         return (
@@ -191,7 +196,7 @@ class ScoredBatch:
             }
         )
         if explain_columns and self.explanations is not None and self.group_scores is not None:
-            out["reasons"] = self.reason_lines(language)
+            out["reasons"] = self.reason_array(language).to_numpy(zero_copy_only=False)
             for column, name in enumerate(self.group_names):
                 out[f"group_score_{name}"] = self.group_scores[:, column].astype("int64")
         out["flags"] = [json.dumps(f) if f else None for f in self.flags]

@@ -348,8 +348,8 @@ class RuleHits:
             out[row].append(dict(reason))  # a dict per row: callers may change theirs
         return out
 
-    def reasons_json(self, language: Language = "en") -> list[str]:
-        """Per customer, the JSON objects of `reasons`, comma-joined ("" for none): each distinct
+    def reasons_json(self, language: Language = "en") -> list[str | None]:
+        """Per customer, the JSON objects of `reasons`, comma-joined (None for none): each distinct
         reason is encoded once."""
         out: list[list[str]] = [[] for _ in range(len(self))]
         encoded: dict[int, tuple[dict, str]] = {}  # by id; holding the reason keeps its id unique
@@ -358,7 +358,7 @@ class RuleHits:
             if found is None:
                 found = encoded[id(reason)] = (reason, _JSON.encode(reason).decode())
             out[row].append(found[1])
-        return [",".join(texts) for texts in out]
+        return [",".join(texts) if texts else None for texts in out]
 
     def _each(self, language: Language) -> Iterator[tuple[int, dict]]:
         """(row, reason) for every hit, rule by rule (rules are in severity order, so each row's

@@ -584,3 +584,32 @@ def test_oldest_health_of_many_customers_reads_the_oldest_row_in_the_window(
     np.testing.assert_array_equal(found, expected)
     assert not np.array_equal(scored[60].health, scored[10].health)  # the fixture tells them apart
     prediction_log.close()
+
+
+@pytest.mark.parametrize("top_reasons", [3, 0])
+def test_reasons_text_of_files_and_answers_is_the_reasons_document(top_reasons: int) -> None:
+    """The reasons column of a scored file and the service's answers are the JSON of `reasons_in`,
+    rule reasons first, for a batch past the few-rows path, in both languages."""
+    import json
+
+    from service.payloads import batch_body
+
+    predictor = Predictor.load(telco_artifact_dir(), "local", top_reasons=top_reasons)
+    rows = telco_rows(200, seed=3)
+    now = datetime.now(UTC)
+    history = FrameHistory(
+        pd.DataFrame(
+            {"customer_id": rows["customer_id"], "logged_at": now - timedelta(days=30), "health_score": 100}
+        ),
+        as_of=now,
+    )
+    batch = predictor.score_frame(rows, history=history)
+    hit = batch.rule_hits.hits.any(axis=1)
+    assert 0 < hit.sum() < len(rows), "some customers hit the health-drop rule, some do not"
+    for language in ("en", "zh"):
+        documents = batch.reasons_in(language)
+        assert all(len(reasons) == top_reasons + bool(h) for reasons, h in zip(documents, hit, strict=True))
+        column = batch.to_frame(language=language)["reasons"]
+        assert [json.loads(text) for text in column] == documents
+        answer = json.loads(batch_body(batch, language))["results"]
+        assert [result["reasons"] for result in answer] == documents
