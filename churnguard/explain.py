@@ -531,7 +531,9 @@ class Explanations:
         builder, top = self.builder, self.chosen.shape[1]
         chosen = self.chosen.ravel()
         impacts = self.impacts.ravel()
-        values, messages = self._phrase_fields(chosen, self.values.ravel(), language, ("value", "message"))
+        index, phrases = self._phrase_index(chosen, self.values.ravel(), language)
+        values = _objects([p.value for p in phrases])[index]
+        messages = _objects([p.message for p in phrases])[index]
         codes = np.where(impacts > 0, builder.raises_codes[chosen], builder.lowers_codes[chosen])
         names, groups = builder.feature_names[chosen], builder.feature_groups[chosen]
         return [
@@ -555,35 +557,37 @@ class Explanations:
         JSON objects ahead of them when given (the rules' reasons; None or "" for none). Joined in Arrow from
         each phrase's cached JSON around the impact: building and encoding them in Python, reason by
         reason, was most of the cost of a file scored with reasons."""
-        top = self.chosen.shape[1]
-        impacts = self.impacts.ravel()
-        raises, lowers, tails = self._phrase_fields(
-            self.chosen.ravel(), self.values.ravel(), language, ("raises", "lowers", "tail")
+        top, rows = self.chosen.shape[1], len(self)
+        # Slot-major positions (Arrow joins whole columns), then the fragments taken in Arrow from
+        # the distinct phrases': no Python string per reason.
+        index, phrases = self._phrase_index(self.chosen.T.ravel(), self.values.T.ravel(), language)
+        impacts = self.impacts.T.ravel()
+        fragments = pa.array([p.raises for p in phrases] + [p.lowers for p in phrases], pa.string())
+        heads = fragments.take(np.where(impacts > 0, index, index + len(phrases)))
+        tails = pa.array([p.tail for p in phrases], pa.string()).take(index)
+        numbers = pa.array(
+            _JSON.encode(impacts.tolist())[1:-1].decode().split(",") if len(impacts) else [], pa.string()
         )
-        heads = np.where(impacts > 0, raises, lowers)
-        numbers = _objects(_JSON.encode(impacts.tolist())[1:-1].decode().split(",") if len(impacts) else [])
         comma = "," if top else ""
-        ahead = [f"{text}{comma}" if text else "" for text in first or [""] * len(self)]
-        # Slot-major and contiguous before Arrow takes them: strided object arrays convert far slower.
-        rows = len(self)
-        columns = [pa.array(c.reshape(rows, top).T.ravel(), pa.string()) for c in (heads, numbers, tails)]
+        ahead = [f"{text}{comma}" if text else "" for text in first or [""] * rows]
         parts: list[object] = ["[", pa.array(ahead, pa.string())]
         for slot in range(top):
             if slot:
                 parts.append(",")
-            parts += [column.slice(slot * rows, rows) for column in columns]
+            parts += [column.slice(slot * rows, rows) for column in (heads, numbers, tails)]
         return pc.binary_join_element_wise(*parts, "]", "")  # the last is the separator
 
-    def _phrase_fields(
-        self, chosen: np.ndarray, values: np.ndarray, language: Language, fields: tuple[str, ...]
-    ) -> list[np.ndarray]:
-        """The phrase `fields` of flat (feature, value) pairs, one object array each: one phrase lookup
-        per distinct pair, so ten thousand rows do not pay thirty thousand lookups."""
+    def _phrase_index(
+        self, chosen: np.ndarray, values: np.ndarray, language: Language
+    ) -> tuple[np.ndarray, list[_Phrase]]:
+        """The distinct phrases of flat (feature, value) pairs, and each pair's position among them:
+        one phrase lookup per distinct pair, so ten thousand rows do not pay thirty thousand lookups."""
         phrase = self.builder.phrase
         if len(chosen) <= FEW_ROWS:  # a single request: plain lookups beat the columnar set-up
             found = [phrase(f, v, language) for f, v in zip(chosen.tolist(), values.tolist(), strict=True)]
-            return [_objects([getattr(p, name) for p in found]) for name in fields]
-        out = [np.empty(len(chosen), dtype=object) for _ in fields]
+            return np.arange(len(found)), found
+        index = np.empty(len(chosen), dtype=np.int64)
+        phrases: list[_Phrase] = []
         order = np.argsort(chosen, kind="stable")  # one sort instead of a mask per feature
         features, starts = np.unique(chosen[order], return_index=True)
         bounds = [*starts.tolist(), len(order)]
@@ -594,9 +598,9 @@ class Explanations:
             found = list(map(self.builder.phrases(feature, language).get, distinct))  # mostly cached
             for position in [k for k, hit in enumerate(found) if hit is None]:
                 found[position] = phrase(feature, distinct[position], language)
-            for column, name in zip(out, fields, strict=True):
-                column[where] = _objects([getattr(p, name) for p in found])[codes]
-        return out
+            index[where] = codes + len(phrases)
+            phrases += found
+        return index, phrases
 
     def dicts(self, language: Language = "en") -> list[list[dict]]:
         slots = [
