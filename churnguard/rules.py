@@ -349,16 +349,44 @@ class RuleHits:
         return out
 
     def reasons_json(self, language: Language = "en") -> list[str | None]:
-        """Per customer, the JSON objects of `reasons`, comma-joined (None for none): each distinct
-        reason is encoded once."""
-        out: list[list[str]] = [[] for _ in range(len(self))]
-        encoded: dict[int, tuple[dict, str]] = {}  # by id; holding the reason keeps its id unique
-        for row, reason in self._each(language):
-            found = encoded.get(id(reason))
-            if found is None:
-                found = encoded[id(reason)] = (reason, _JSON.encode(reason).decode())
-            out[row].append(found[1])
-        return [",".join(texts) if texts else None for texts in out]
+        """Per customer, the JSON objects of `reasons`, comma-joined (None for none): rule by rule,
+        each distinct (observed values, escalation) is built and encoded once, and the rows that
+        share it take its text."""
+        out = np.full(len(self), None, dtype=object)
+        for position, rule in enumerate(self.rules):
+            rows = np.flatnonzero(self.hits[:, position])
+            if not rows.size:
+                continue
+            keys = np.column_stack([self.observed[position][rows], self.escalating[rows, position]])
+            distinct, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            encoded = np.empty(len(distinct), dtype=object)
+            encoded[:] = [
+                _JSON.encode(self._reason(rule, values, escalates, language)).decode()
+                for values, escalates in zip(
+                    self.observed[position][rows[first]].tolist(),
+                    self.escalating[rows[first], position].tolist(),
+                    strict=True,
+                )
+            ]
+            texts = encoded[inverse.ravel()]
+            earlier = out[rows]
+            later = ~np.equal(earlier, None)  # rows that already hit a more severe rule
+            texts[later] = earlier[later] + "," + texts[later]
+            out[rows] = texts
+        return out.tolist()
+
+    def _reason(self, rule: Rule, values: list[float], escalates: bool, language: Language) -> dict:
+        first = values[0]
+        return {
+            "code": rule.code,
+            "feature": rule.features[0] if rule.features[0] is not None else HEALTH_DROP,
+            "group": rule.group,
+            "value": None if math.isnan(first) else _plain(first),
+            "impact": None,
+            "message": render(rule.config, values, language),
+            "severity": rule.severity,
+            "escalated": escalates,
+        }
 
     def _each(self, language: Language) -> Iterator[tuple[int, dict]]:
         """(row, reason) for every hit, rule by rule (rules are in severity order, so each row's
@@ -370,7 +398,6 @@ class RuleHits:
             rows = np.flatnonzero(self.hits[:, position])
             if not rows.size:
                 continue
-            feature = rule.features[0] if rule.features[0] is not None else HEALTH_DROP
             said: dict[tuple, dict] = {}
             observed = self.observed[position][rows].tolist()
             escalated = self.escalating[rows, position].tolist()
@@ -378,17 +405,7 @@ class RuleHits:
                 key = (*values, escalates)
                 found = said.get(key)
                 if found is None:
-                    first = values[0]
-                    found = said[key] = {
-                        "code": rule.code,
-                        "feature": feature,
-                        "group": rule.group,
-                        "value": None if math.isnan(first) else _plain(first),
-                        "impact": None,
-                        "message": render(rule.config, values, language),
-                        "severity": rule.severity,
-                        "escalated": escalates,
-                    }
+                    found = said[key] = self._reason(rule, values, escalates, language)
                 yield row, found
 
 
