@@ -2,7 +2,10 @@
 
 Models, alerts and drift monitors are tested against it, so the process is built around one promise:
 `truth_probabilities` is the exact probability of churn under the simulator's own law, given the full
-latent state at the observation date. No model can beat it, and it is calibrated by construction.
+latent state at the observation date. No model can beat it, and it is calibrated by construction. Beside
+it: the same forecast without the hidden frailty, and the latent episode state itself (in an episode or
+not, its cause and age), which both forecasts know and no event carries. They are references for
+measuring what the observable events allow (`benchmarks/lab.py`), never model inputs.
 
 The latent process, one step per day ("day k" is `start + k`; state is read at midnight):
 
@@ -826,14 +829,14 @@ def simulate(config: SimulationConfig, progress: bool = False) -> Simulation:
 
     events = EventBuffer()
     episodes = EpisodeLog()
-    oracle: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # day, who, exact, without frailty
+    oracle: list[OracleRows] = []
     for day in days:
         if day in observation_days:
             active, exact = _truth_probabilities_on(day, config, base, state, law, calendar)
             _, without_frailty = _truth_probabilities_on(
                 day, config, base, state, law, calendar, frailty_known=False
             )
-            oracle.append((day, active, exact, without_frailty))
+            oracle.append(OracleRows.at(day, active, exact, without_frailty, state))
         if day >= -config.history_days:
             ctx = _day_context(day, base, state, law, rng)
             _emit_activity(ctx, base, calendar, rng, events)
@@ -962,30 +965,52 @@ def _truth_frame(config: SimulationConfig, base: CustomerBase, state: LatentStat
     )
 
 
+@dataclass(frozen=True)
+class OracleRows:
+    """The oracle's forecasts at one observation day, with the latent episode state they rest on."""
+
+    day: int
+    who: np.ndarray  # active customers
+    exact: np.ndarray
+    without_frailty: np.ndarray
+    in_episode: np.ndarray  # bool
+    cause: np.ndarray  # index into CAUSES; meaningful in an episode only
+    age: np.ndarray  # days since the episode's onset; meaningful in an episode only
+
+    @classmethod
+    def at(
+        cls, day: int, who: np.ndarray, exact: np.ndarray, without_frailty: np.ndarray, state: LatentState
+    ) -> OracleRows:
+        episode = state.in_episode(day, who)
+        age = np.where(episode, day - state.onset[who], -1)
+        return cls(day, who, exact, without_frailty, episode, state.cause[who].copy(), age)
+
+
 def _truth_probabilities_frame(
-    config: SimulationConfig,
-    base: CustomerBase,
-    oracle: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
+    config: SimulationConfig, base: CustomerBase, oracle: list[OracleRows]
 ) -> pd.DataFrame:
     """`probability`: the exact oracle; `probability_without_frailty`: the same forecast averaged over
-    the hidden frailty's law (what the latent state allows without it)."""
-    if not oracle:
-        return pd.DataFrame(
-            {
-                "customer_id": _strings(np.array([], dtype=str)),
-                "observation_date": np.array([], dtype="datetime64[ns]"),
-                "probability": np.array([], dtype=np.float64),
-                "probability_without_frailty": np.array([], dtype=np.float64),
-            }
-        )
-    customer = np.concatenate([who for _, who, _, _ in oracle])
-    day = np.concatenate([np.full(who.size, d, dtype=np.int64) for d, who, _, _ in oracle])
+    the hidden frailty's law (what the latent state allows without it). `in_episode`, `episode_cause`
+    and `episode_age_days` are the latent episode state both forecasts know ("none" and -1 outside an
+    episode): no event carries it, so it is there for references (how much of the oracle's lead is this
+    hidden state), never for a model."""
+
+    def joined(name: str, dtype: type) -> np.ndarray:
+        return np.concatenate([getattr(rows, name) for rows in oracle]) if oracle else np.empty(0, dtype)
+
+    customer = joined("who", np.int64)
+    day = np.concatenate([np.full(rows.who.size, rows.day, dtype=np.int64) for rows in oracle] or [[]])
+    in_episode = joined("in_episode", bool)
+    cause = np.where(in_episode, np.array(CAUSES)[joined("cause", np.int64)], NO_CAUSE)
     return pd.DataFrame(
         {
             "customer_id": _strings(base.ids[customer]),
-            "observation_date": _dates(config, day),
-            "probability": np.concatenate([p for _, _, p, _ in oracle]),
-            "probability_without_frailty": np.concatenate([p for _, _, _, p in oracle]),
+            "observation_date": _dates(config, day.astype(np.int64)),
+            "probability": joined("exact", np.float64),
+            "probability_without_frailty": joined("without_frailty", np.float64),
+            "in_episode": in_episode,
+            "episode_cause": _strings(cause),
+            "episode_age_days": joined("age", np.int64).astype(np.int64),
         }
     )
 
@@ -1194,6 +1219,7 @@ def realism(sim: Simulation) -> dict[str, float]:
     observed = rows["observation_date"].to_numpy()
     label = (row_churn > observed) & (row_churn <= observed + np.timedelta64(config.horizon_days, "D"))
     probability = rows["probability"].to_numpy()
+    in_episode, age = rows["in_episode"].to_numpy(dtype=bool), rows["episode_age_days"].to_numpy()
     fired = _no_login_rule(sim, window_days=30)
 
     truth = sim.truth
@@ -1211,6 +1237,13 @@ def realism(sim: Simulation) -> dict[str, float]:
         "mean_truth_probability": float(probability.mean()) if len(rows) else float("nan"),
         "oracle_roc_auc": roc_auc(label, probability),
         "oracle_without_frailty_roc_auc": roc_auc(label, rows["probability_without_frailty"].to_numpy()),
+        # Of the rows whose customer churns within the horizon: already disengaging at the observation
+        # date (the state both oracles know; events show it only as it ages), and not yet (the onset
+        # lies ahead: only the hazard's inputs, tenure, renewal cycle and traits, can point to it).
+        "churner_rows_in_episode": float(in_episode[label].mean()) if label.any() else float("nan"),
+        "churner_rows_in_episode_under_14d": float((in_episode & (age < 14))[label].mean())
+        if label.any()
+        else float("nan"),
         "no_login_30d_fire_rate": float(fired.mean()) if len(rows) else float("nan"),
         "no_login_30d_precision": float(label[fired].mean()) if fired.any() else float("nan"),
         "no_login_30d_recall": float(fired[label].mean()) if label.any() else float("nan"),

@@ -151,6 +151,9 @@ EXPECTED_SCHEMAS = {
         "observation_date": pa.timestamp("ns"),
         "probability": pa.float64(),
         "probability_without_frailty": pa.float64(),
+        "in_episode": pa.bool_(),
+        "episode_cause": pa.string(),
+        "episode_age_days": pa.int64(),
     },
     "contracts": {
         "contract_id": pa.string(),
@@ -291,6 +294,27 @@ def test_truth_probabilities_cover_exactly_the_active_customers(sim: Simulation)
     assert rows["probability"].between(0, 1).all()
 
 
+def test_latent_episode_state_agrees_with_the_churners_truth(sim: Simulation) -> None:
+    """A churner observed between its onset and its churn is in that episode, at that age, of that cause;
+    rows outside any episode say so with "none" and -1."""
+    rows = sim.truth_probabilities
+    truth = sim.truth.set_index("customer_id")
+    onset = truth["onset_date"].reindex(rows["customer_id"]).to_numpy()
+    churn = truth["churn_date"].reindex(rows["customer_id"]).to_numpy()
+    cause = truth["cause"].reindex(rows["customer_id"]).to_numpy(dtype=object)
+    observed = rows["observation_date"].to_numpy()
+    inside = (onset <= observed) & (observed < churn)
+    assert inside.sum() > 200
+    assert rows["in_episode"].to_numpy()[inside].all()
+    assert (rows["episode_cause"].to_numpy(dtype=object)[inside] == cause[inside]).all()
+    ages = ((observed - onset)[inside] / DAY).astype(np.int64)
+    assert (rows["episode_age_days"].to_numpy()[inside] == ages).all()
+    outside = ~rows["in_episode"].to_numpy()
+    assert (rows["episode_cause"].to_numpy(dtype=object)[outside] == "none").all()
+    assert (rows["episode_age_days"].to_numpy()[outside] == -1).all()
+    assert 0.01 < 1 - outside.mean() < 0.1  # a few percent of active customers are disengaging
+
+
 # ---------------------------------------------------------------------------------------------- signals
 
 
@@ -379,6 +403,10 @@ def test_realism_bounds_at_20k_customers(figures: dict[str, float]) -> None:
     assert figures["no_login_30d_precision"] < 0.6
     assert figures["no_login_30d_fire_rate"] >= 0.01 and figures["no_login_30d_recall"] >= 0.05
     assert figures["observation_rows"] > 100_000
+    # Early warning is possible for most churners, not all: some are disengaging at the observation date,
+    # some only start within the horizon (no signal yet), and some episodes are too young to show much.
+    assert 0.4 <= figures["churner_rows_in_episode"] <= 0.8
+    assert 0.0 < figures["churner_rows_in_episode_under_14d"] < figures["churner_rows_in_episode"] / 2
 
 
 def _labels(sim: Simulation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
