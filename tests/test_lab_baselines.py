@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from churnguard.datasets import DataError, load_dataset_config
 from churnguard.feature_table import build_feature_table
@@ -256,6 +257,11 @@ def test_every_baseline_is_scored_on_exactly_the_test_rows_of_a_transactions_dat
     assert found.skipped == {}
     test_rows = int(split.test.sum())
     assert all(score.rows == test_rows for score in found.scores)
+    # Each baseline keeps its per-row scores, in test-row order, for paired comparisons with the model.
+    test_label = data.table.frame.loc[split.test, "label"].to_numpy()
+    for score in found.scores:
+        assert score.churn_score is not None and len(score.churn_score) == test_rows
+        assert roc_auc_score(test_label, score.churn_score) == pytest.approx(score.roc_auc)
     # The data is BG/NBD's own process: its expected purchases rank churners well, and so does recency.
     scores = {score.name: score for score in found.scores}
     assert scores["bgnbd"].roc_auc > 0.7 and scores["recency"].roc_auc > 0.65

@@ -17,6 +17,7 @@ from training.evaluation import (
     expected_calibration_error,
     lead_time_metrics,
     lift_at,
+    paired_auc_difference,
     tier_metrics,
 )
 from training.fit import fit_fixed
@@ -106,3 +107,28 @@ def test_alert_lead_time_counts_from_the_first_high_or_medium_alert() -> None:
     assert metrics["alert_coverage"] == pytest.approx(2 / 3)
     assert metrics["lead_time_median_days"] == 31.0 and metrics["lead_time_share_30d"] == 0.5
     assert metrics["alert_coverage_30d"] == pytest.approx(1 / 3)  # of all three churners, A alone
+
+
+def test_paired_auc_difference_resamples_whole_customers_and_brackets_the_difference() -> None:
+    rng = np.random.default_rng(3)
+    label_of = (rng.random(400) < 0.4).astype(int)
+    signal_of = label_of + rng.normal(0, 1.0, 400)
+    worse_of = signal_of + rng.normal(0, 1.0, 400)
+    # Every customer at two dates with the same scores: their two rows are one draw, not two.
+    customers = np.repeat(np.arange(400), 2)
+    label, better, worse = (np.repeat(values, 2) for values in (label_of, signal_of, worse_of))
+    found = paired_auc_difference(label, better, worse, customers, resamples=300, seed=1)
+    assert found.difference > 0 and found.low < found.difference < found.high and found.resamples == 300
+    assert found.low > 0  # this much worse a ranking is outside the noise of 400 customers
+    same = paired_auc_difference(label, better, better, customers, resamples=50)
+    assert same.difference == same.low == same.high == 0.0  # paired: the same ranking never differs
+    assert found.format().startswith(f"{found.difference:+.4f} (95% CI ")
+    # Drawn as 800 independent rows, the interval would be about sqrt(2) too narrow.
+    by_row = paired_auc_difference(label, better, worse, np.arange(len(label)), resamples=300, seed=1)
+    assert by_row.difference == pytest.approx(found.difference)
+    assert by_row.sd < 0.85 * found.sd
+
+
+def test_paired_auc_difference_needs_both_classes() -> None:
+    with pytest.raises(ValueError, match="one class"):
+        paired_auc_difference(np.ones(6), np.arange(6.0), np.arange(6.0), np.arange(6), resamples=5)

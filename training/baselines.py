@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
@@ -53,6 +53,8 @@ class BaselineScore:
     roc_auc: float
     pr_auc: float
     rows: int  # test rows scored: the model's own
+    # Per test row, higher = more likely to churn: for paired comparisons with the model's probabilities.
+    churn_score: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def metric(self, name: str) -> float:
         return float(getattr(self, name))
@@ -121,6 +123,7 @@ def _score(name: str, description: str, label: np.ndarray, churn_score: np.ndarr
         float(roc_auc_score(label, churn_score)),
         float(average_precision_score(label, churn_score)),
         len(label),
+        np.asarray(churn_score, dtype=float),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
@@ -87,6 +89,60 @@ def lead_time_metrics(lead: pd.DataFrame, days: int) -> dict[str, float]:
         # Of every churner, the share warned (high or medium) at least `days` ahead: the lead-time bar.
         f"alert_coverage_{days}d": float((alerted >= days).sum() / len(lead)) if len(lead) else 0.0,
     }
+
+
+@dataclass(frozen=True)
+class AucDifference:
+    """ROC-AUC of one ranking minus another's on the same rows, with a paired bootstrap interval."""
+
+    difference: float
+    low: float  # 2.5% quantile of the bootstrap differences
+    high: float  # 97.5% quantile
+    sd: float
+    resamples: int
+
+    def format(self) -> str:
+        return f"{self.difference:+.4f} (95% CI {self.low:+.4f} to {self.high:+.4f})"
+
+
+def paired_auc_difference(
+    label: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    groups: np.ndarray,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> AucDifference:
+    """ROC-AUC(first) - ROC-AUC(second), and how much it moves when the customers are drawn again.
+
+    Whole groups (customers) are resampled with replacement, both rankings on the same draw: an events
+    test set holds each customer at several dates, and those rows are not independent draws."""
+    label = np.asarray(label, dtype=int)
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
+    count = int(group_index.max()) + 1 if len(group_index) else 0
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        # A customer drawn k times weighs k: the same AUC as repeating their rows k times.
+        weight = np.bincount(rng.integers(0, count, count), minlength=count)[group_index]
+        drawn_labels = label[weight > 0]
+        if drawn_labels.min() == drawn_labels.max():  # one class drawn: no AUC on this draw
+            continue
+        differences.append(
+            roc_auc_score(label, first, sample_weight=weight)
+            - roc_auc_score(label, second, sample_weight=weight)
+        )
+    drawn = np.asarray(differences)
+    if not len(drawn):
+        raise ValueError("every bootstrap draw held one class only: no AUC difference to measure")
+    return AucDifference(
+        float(roc_auc_score(label, first) - roc_auc_score(label, second)),
+        float(np.quantile(drawn, 0.025)),
+        float(np.quantile(drawn, 0.975)),
+        float(drawn.std(ddof=1)) if len(drawn) > 1 else 0.0,
+        len(drawn),
+    )
 
 
 def finite(metrics: dict[str, float]) -> dict[str, float]:
