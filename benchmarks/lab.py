@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/lab.py [--telco-trials 20] [--telco-seeds 0,1,2,3,4] [--crm-trials 5]
                                       [--skip-crm] [--skip-telco]
-                                      [--cdnow] [--cdnow-trials 20] [--context-seeds 0,1,2,3,4] [--nested 5]
+                                      [--cdnow] [--cdnow-trials 20] [--cdnow-context-seeds 1,2,3]
+                                      [--context-seeds 0,1,2,3,4] [--nested 5]
 
 - Telco (snapshot): `run_tune("telco", trials=20)` on each of 5 split seeds (`--telco-seeds`); the mean
   test ROC-AUC must not fall below plain CatBoost's (default parameters, fitted on the same
@@ -28,7 +29,10 @@
   reader of older episodes stays below the bar, and more customers barely move the model, the bar lies
   above what the observable events allow.
 - CDNOW (`--cdnow`): test ROC-AUC not below the best baseline on the same rows (logistic regression,
-  BG/NBD, Pareto/NBD) and at least recency + 0.01.
+  BG/NBD, Pareto/NBD) and at least recency + 0.01. Each difference is printed with its paired 95%
+  interval over the test customers (resampled whole: each is in the test rows at two dates).
+- CDNOW context, not a bar (`--cdnow-context-seeds`): the same study on other split seeds (other test
+  customers), model against logistic regression, to show how much of one test gap is the draw.
 - Context, not a bar (`--context-seeds`): the same Telco study and default CatBoost on other split
   seeds, to show how much of a single test figure is the draw of ~1,400 test customers. The lab's split
   seed stays the configured one; these runs only override it in their own environment.
@@ -377,22 +381,11 @@ def print_references(references: list[tuple[str, float, str]]) -> None:
 def cdnow_bars(trials: int, scratch: Path) -> list[Bar]:
     """CDNOW's tuned model against the baselines every tune scores on the same test rows, each with the
     paired, customer-resampled 95% interval of the ROC-AUC difference (cdnow_differences)."""
-    from training.tune import run_tune
-
-    result = run_tune(
-        "cdnow", trials=trials, storage=f"sqlite:///{scratch / 'optuna.db'}", study="bench-cdnow"
-    )
-    auc = result.test_metrics["test_roc_auc"]
-    baselines = {
-        key.removeprefix("baseline_").removesuffix("_test_roc_auc"): value
-        for key, value in result.baselines.items()
-        if key.endswith("_test_roc_auc")
-    }
+    auc, baselines, differences = cdnow_study(trials, scratch, "bench-cdnow")
     recency = baselines.pop("recency")
     best_name = max(baselines, key=baselines.__getitem__)
     best = baselines[best_name]
     listed = ", ".join(f"{name} {value:.4f}" for name, value in sorted(baselines.items()))
-    differences = cdnow_differences(result, scratch)
     return [
         Bar(
             "cdnow ROC-AUC vs best baseline",
@@ -409,6 +402,51 @@ def cdnow_bars(trials: int, scratch: Path) -> list[Bar]:
             f"recency {recency:.4f}; model - recency {differences['recency'].format()}",
         ),
     ]
+
+
+def cdnow_study(trials: int, scratch: Path, study: str) -> tuple[float, dict[str, float], dict]:
+    """One CDNOW tune: the model's test ROC-AUC, each baseline's on the same rows, and the paired
+    intervals of the differences."""
+    from training.tune import run_tune
+
+    result = run_tune("cdnow", trials=trials, storage=f"sqlite:///{scratch / 'optuna.db'}", study=study)
+    baselines = {
+        key.removeprefix("baseline_").removesuffix("_test_roc_auc"): value
+        for key, value in result.baselines.items()
+        if key.endswith("_test_roc_auc")
+    }
+    return result.test_metrics["test_roc_auc"], baselines, cdnow_differences(result, scratch)
+
+
+def cdnow_context(seeds: list[int], trials: int, scratch: Path) -> list[tuple]:
+    """Context, not a bar: the CDNOW study on other split seeds (other test customers, the same test
+    dates), to show how much of the bar's gap is the draw. Rows: (seed, model, logistic regression,
+    best BTYD baseline, recency, model - logistic regression interval)."""
+    rows = []
+    for seed in seeds:
+        os.environ["CHURNGUARD_TRAINING__SPLIT__SEED"] = str(seed)
+        try:
+            auc, baselines, differences = cdnow_study(trials, scratch, f"bench-cdnow-split-{seed}")
+        finally:
+            del os.environ["CHURNGUARD_TRAINING__SPLIT__SEED"]
+        btyd = max(value for name, value in baselines.items() if name in ("bgnbd", "pareto_nbd"))
+        logistic = baselines["logistic_regression"]
+        rows.append((seed, auc, logistic, btyd, baselines["recency"], differences["logistic_regression"]))
+    return rows
+
+
+def print_cdnow_context(rows: list[tuple]) -> None:
+    import numpy as np
+
+    print(
+        f"\n{'split seed':<11} {'model':>7} {'logistic':>9} {'BTYD':>7} {'recency':>8}   "
+        "model - logistic (paired 95% CI over test customers)"
+    )
+    for seed, auc, logistic, btyd, recency, difference in rows:
+        print(f"{seed:<11} {auc:>7.4f} {logistic:>9.4f} {btyd:>7.4f} {recency:>8.4f}   {difference.format()}")
+    gap = np.array([row[1] - row[2] for row in rows])
+    spread = gap.std(ddof=1) if len(rows) > 1 else 0.0
+    print(f"{'mean':<11} model - logistic {gap.mean():+.4f} (sd over seeds {spread:.4f})")
 
 
 def cdnow_differences(result, scratch: Path, resamples: int = 1000) -> dict:
@@ -556,6 +594,11 @@ def main() -> int:
     parser.add_argument("--cdnow", action="store_true", help="also the CDNOW bars against its baselines")
     parser.add_argument("--cdnow-trials", type=int, default=20)
     parser.add_argument(
+        "--cdnow-context-seeds",
+        default="",
+        help="comma-separated split seeds to also run CDNOW on, for context (not bars)",
+    )
+    parser.add_argument(
         "--context-seeds",
         default="",
         help="comma-separated split seeds to also run Telco on, for context (not bars)",
@@ -590,6 +633,8 @@ def main() -> int:
             bars += crm
         if args.cdnow:
             bars += cdnow_bars(args.cdnow_trials, scratch)
+        cdnow_seeds = [int(seed) for seed in args.cdnow_context_seeds.split(",") if seed.strip()]
+        cdnow_rows = cdnow_context(cdnow_seeds, args.cdnow_trials, scratch) if cdnow_seeds else []
         context = split_seed_context(context_seeds, args.telco_trials, scratch) if context_seeds else []
         nested = nested_folds(args.nested, args.telco_trials, scratch) if args.nested else []
 
@@ -605,6 +650,8 @@ def main() -> int:
         print_context(context)
     if nested:
         print_nested(nested)
+    if cdnow_rows:
+        print_cdnow_context(cdnow_rows)
     missed = [bar.name for bar in bars if not bar.passed]
     print(
         f"\n{len(bars) - len(missed)}/{len(bars)} bars met"
