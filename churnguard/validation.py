@@ -2,9 +2,10 @@
 
 Strict loading turns every row that a normal load would drop (unparseable timestamps, events
 before signup or in the future, unknown customers) into an error with the file, column and rows.
-Then the labels are checked: class counts, too few churners, churn piling up at the data's edge,
-and columns that predict the label alone (a leak). `tune` runs the same label checks
-(`training.data.load_lab_data`).
+Then the feature table is built as `tune` builds it, and the labels are checked: class counts, too few
+churners, churn piling up at the data's edge, and features that predict the label alone (a leak): every
+feature the model will see, the dates turned into days-since or age and the event features included.
+`tune` runs the same checks (`training.data.load_lab_data`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churnguard import features
 from churnguard.datasets import (
     DataError,
     DataReport,
-    DatasetChecks,
-    EventsData,
+    DatasetConfig,
     EventsDataset,
     SnapshotDataset,
     base_dir,
@@ -27,10 +26,9 @@ from churnguard.datasets import (
     config_file,
     load_dataset_config,
     load_events,
-    load_snapshot,
 )
-from churnguard.feature_table import labelled_observation_dates
-from churnguard.schema import ID_COLUMN, LABEL_COLUMN, OBSERVATION_COLUMN
+from churnguard.feature_table import FeatureTable, events_table, snapshot_table
+from churnguard.schema import LABEL_COLUMN, OBSERVATION_COLUMN, FeatureSpec
 from churnguard.settings import resolve_path
 
 LEAK_FOLDS = 5  # out-of-fold target means for categories, so an id-like column cannot look perfect
@@ -43,39 +41,15 @@ def validate_dataset(name_or_path: str | Path) -> DataReport:
     config = load_dataset_config(name_or_path)
     try:
         if isinstance(config, SnapshotDataset):
-            data = load_snapshot(config, strict=True)
-            source = str(resolve_path(config.source.path, base_dir(config)))
-            check_leaks(data.report, data.frame, data.feature_columns, config.checks, source)
-            return data.report
-        events = load_events(config, strict=True)
-        dates = labelled_observation_dates(config, events)
-        check_event_labels(config, events, dates)
-        return events.report
+            table = snapshot_table(config, strict=True)
+        else:
+            # The labelled dates only (right-censoring), with every feature the model will see.
+            table = events_table(config, load_events(config, strict=True))
+            check_table_labels(table.report, table.frame, config, label_source(config))
+        check_leaks(table, config)
+        return table.report
     except DataError as exc:
         return exc.report
-
-
-def check_event_labels(config: EventsDataset, data: EventsData, dates: list[pd.Timestamp]) -> None:
-    """Labels at the labelled dates, without the event features: class counts, the churn rate per date,
-    and leaks among the customers' own columns (event features are point-in-time by construction)."""
-    population = features.population(data.customers, dates, data.churn_dates)
-    if config.churn.kind == "explicit":
-        label = features.label_explicit(population, data.churn_dates, config.horizon_days)
-    else:
-        label = features.label_inactivity(population, data.events, config.horizon_days)
-    frame = population[[ID_COLUMN, OBSERVATION_COLUMN]].assign(**{LABEL_COLUMN: label.to_numpy()})
-    static = data.customers.set_index(ID_COLUMN)[data.static_columns]
-    frame = pd.concat(
-        [
-            frame,
-            static.reindex(population[ID_COLUMN].to_numpy()).set_axis(population.index),
-            features.tenure_days(population, data.customers).rename("tenure_days"),
-        ],
-        axis=1,
-    )
-    check_table_labels(data.report, frame, config, label_source(config))
-    customers_file = data.customers.attrs.get("source", config_file(config))
-    check_leaks(data.report, frame, ["tenure_days", *data.static_columns], config.checks, customers_file)
 
 
 def label_source(config: EventsDataset) -> str:
@@ -147,18 +121,48 @@ def single_column_auc(values: pd.Series, label: np.ndarray) -> float | None:
     return float(max(auc, 1.0 - auc))
 
 
-def check_leaks(
-    report: DataReport, frame: pd.DataFrame, columns: list[str], checks: DatasetChecks, file: str
-) -> None:
-    """A column that alone ranks churners almost perfectly is usually the label in disguise (a status
-    or a score computed after the fact): a warning naming the column and its AUC."""
-    label = frame[LABEL_COLUMN].to_numpy()
-    for column in columns:
-        auc = single_column_auc(frame[column], label)
+def feature_origin(config: DatasetConfig, spec: FeatureSpec) -> tuple[str, str, str]:
+    """Where a feature comes from, for a message: (file, the file's own column, what the feature is).
+
+    A date column's derived feature names the date column; event and contract features are the lab's
+    own, built from the sources as the YAML says, and name the YAML (or the contracts file) and the feature.
+    """
+    root = base_dir(config)
+    if isinstance(config, SnapshotDataset):
+        file = str(resolve_path(config.source.path, root))
+    elif config.customers is not None and spec.kind in ("static", "tenure", "days_since", "age_years"):
+        file = str(resolve_path(config.customers.path, root))
+    elif config.contracts is not None and spec.kind == "contract":
+        file = str(resolve_path(config.contracts.path, root))
+    else:
+        file = config_file(config)
+    if spec.kind in ("days_since", "age_years") and spec.source_column:
+        what = "age in years" if spec.kind == "age_years" else "days since the date"
+        return file, spec.source_column, f"its derived feature '{spec.name}' ({what})"
+    signup = (
+        config.customers.signup_column if isinstance(config, EventsDataset) and config.customers else None
+    )
+    if spec.kind == "tenure" and signup:
+        return file, signup, f"the tenure counted from it ('{spec.name}')"
+    return file, spec.name, "this column" if spec.kind == "static" else "this feature"
+
+
+def check_leaks(table: FeatureTable, config: DatasetConfig) -> None:
+    """A feature that alone ranks churners almost perfectly is usually the label in disguise (a status
+    or a score computed after the fact): a warning naming where it comes from and its AUC. Every feature
+    of the table is checked: the columns as read, the dates turned into days-since or age, the event
+    and contract features."""
+    if table.report is None:
+        return
+    checks = config.checks
+    label = table.frame[LABEL_COLUMN].to_numpy()
+    for spec in table.schema.features:
+        auc = single_column_auc(table.frame[spec.name], label)
         if auc is not None and auc >= checks.leak_roc_auc:
-            report.warn(
+            file, column, what = feature_origin(config, spec)
+            table.report.warn(
                 file,
                 column,
-                f"likely leak: this column alone predicts the label with ROC-AUC {auc:.3f} "
+                f"likely leak: {what} alone predicts the label with ROC-AUC {auc:.3f} "
                 f"(>= `checks.leak_roc_auc` {checks.leak_roc_auc}); drop it unless it is known before churn",
             )

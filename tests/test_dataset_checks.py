@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_dataset_checks_censoring import churnsim
+from test_dataset_sources import saas_export
 
 from churnguard.cli import main
 from churnguard.datasets import DataError, load_dataset_config, load_events, load_snapshot
 from churnguard.validation import single_column_auc, validate_dataset
+from training.data import load_lab_data
 
 BANK_YAML = """
 kind: snapshot
@@ -225,3 +227,41 @@ def test_drops_name_the_files_own_column_and_the_right_file(tmp_path: Path) -> N
     data = load_events(load_dataset_config(tmp_path / "forms.yaml"), now=pd.Timestamp("2024-12-31"))
     early = [i for i in data.report.issues if i.file.endswith("tickets.csv") and "signup" in i.message]
     assert early[0].column == "opened" and early[0].examples == [2]
+
+
+# ---------------------------------------------------------------------------------------------- leaks
+
+
+def saas_with_a_notice_date(folder: Path) -> Path:
+    """The SaaS export (test_dataset_sources) made clean, with a `notice_given` date 45 days before each
+    churn read as days-since: known before the churn, it alone ranks the rows churning within the 30-day
+    horizon (15-45 days since notice) above every other row (0-15 days, or no notice yet)."""
+    path = saas_export(folder)
+    usage = pd.read_csv(folder / "usage.csv")
+    usage.iloc[12:].to_csv(folder / "usage.csv", index=False)  # without the rows the lookups cannot map
+    accounts = pd.read_pickle(folder / "accounts.pkl")
+    accounts.loc[3, "founded"] = "1990"
+    accounts["notice_given"] = accounts["churned_on"] - pd.Timedelta(days=45)
+    with pd.ExcelWriter(folder / "accounts.xlsx", engine="openpyxl") as writer:
+        accounts.to_excel(writer, sheet_name="accounts", index=False, startrow=1)
+    founded = "    founded: {derive: age_years"
+    path.write_text(path.read_text().replace(founded, "    notice_given: {derive: days_since}\n" + founded))
+    return path
+
+
+def test_a_derived_date_feature_that_predicts_the_label_is_reported_as_a_leak(tmp_path: Path) -> None:
+    path = saas_with_a_notice_date(tmp_path)
+    report = validate_dataset(path)
+    assert not report.errors, report.format()
+    leaks = [issue for issue in report.issues if "likely leak" in issue.message]
+    assert [(issue.column, issue.level) for issue in leaks] == [("notice_given", "warning")]
+    (leak,) = leaks
+    assert leak.file.endswith("accounts.xlsx")  # the file and column the date is read from
+    assert "its derived feature 'days_since_notice_given' (days since the date) alone" in leak.message
+    # `tune` checks the same features the same way, before any trial.
+    data = load_lab_data(load_dataset_config(path))
+    assert data.table.report is not None
+    tuned = [issue for issue in data.table.report.issues if "likely leak" in issue.message]
+    assert [(issue.file, issue.column, issue.message) for issue in tuned] == [
+        (leak.file, leak.column, leak.message)
+    ]

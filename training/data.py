@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from churnguard.datasets import DatasetConfig, EventsDataset, base_dir, config_file, load_events
+from churnguard.datasets import DatasetConfig, EventsDataset, load_events
 from churnguard.feature_table import FeatureTable, build_feature_table, events_table
 from churnguard.feedback import LabelUpdate, apply_confirmed_labels
-from churnguard.settings import resolve_path
 from churnguard.validation import check_leaks, check_table_labels, label_source
 from training.bgnbd import purchase_days, purchase_types
 
@@ -39,13 +38,11 @@ def load_lab_data(config: DatasetConfig, confirmed_labels: pd.DataFrame | None =
         if types := purchase_types(config):
             data.purchases = purchase_days(events.events, types)
         check_table_labels(events.report, data.table.frame, config, label_source(config))
-        source = config_file(config)  # event features are the lab's own; static columns come from customers
     else:
         data = LabData(build_feature_table(config), None)
-        source = str(resolve_path(config.source.path, base_dir(config)))
     table = data.table
+    check_leaks(table, config)  # every feature the model will see, as `validate` checks them
     if table.report is not None:
-        check_leaks(table.report, table.frame, table.schema.names, config.checks, source)
         table.report.raise_for_errors()
     if confirmed_labels is not None:
         data.table, data.label_update = apply_confirmed_labels(data.table, confirmed_labels)
