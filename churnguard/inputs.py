@@ -17,8 +17,9 @@ Input rules (the same for JSON, Parquet, CSV and files):
   scored and flagged `outside_training_range`. The margin is wide on purpose: recency and counts
   grow past anything seen in training as soon as a customer's history is longer, and such customers
   must be scored and seen by the drift monitor, not refused; only implausible values are refused.
-  Tenure (`kind: tenure`) has no upper bound and no flag above its training range: every customer who
-  stays outgrows it;
+  Tenure (`kind: tenure`) and a date column read as days-since or age (`kind: days_since`,
+  `age_years`) have no upper bound and no flag above their training range: they count from a fixed
+  date to the moment scored, so every customer who stays outgrows them;
 - an unseen category is scored (CatBoost treats it as rare) and flagged `unknown_category`.
 """
 
@@ -77,6 +78,10 @@ class InputError(UsageError):
 # ----------------------------------------------------------------------------------------------- rules
 
 
+# Counted from a fixed date to the moment scored: these outgrow the training range by themselves.
+GROWS_WITH_TIME = frozenset({"tenure", "days_since", "age_years"})
+
+
 @dataclass(frozen=True)
 class AcceptedRange:
     low: float
@@ -93,9 +98,10 @@ class AcceptedRange:
         low, high = spec.min - tolerance * span, spec.max + tolerance * span
         if spec.min >= 0:
             low = max(low, 0.0)
-        if spec.kind == "tenure":
-            # Tenure grows past anything training saw for every customer who stays: above the range is
-            # the normal course of time, neither refused nor flagged (half of CDNOW's test rows were).
+        if spec.kind in GROWS_WITH_TIME:
+            # Tenure, days since a date and an age grow past anything training saw for every customer who
+            # stays: above the range is the normal course of time, neither refused nor flagged (half of
+            # CDNOW's test rows were, on tenure).
             return cls(low, math.inf, spec.min, spec.max, math.inf)
         return cls(low, high, spec.min, spec.max, spec.max)
 

@@ -21,7 +21,8 @@ Language = Literal["en", "zh"]
 MISSING_CATEGORY = "__missing__"  # FeatureSchema.coerce's spelling of a missing category
 
 # Placeholders: {name} feature name, {label} event label, {n} the number, {window} a window phrase,
-# {days} compared days, {percent} a change, {value} a category, {context} where a value sits.
+# {days} compared days, {percent} a change, {value} a category, {context} where a value sits,
+# {source} the date column a days-since or age feature counts from (the file's own name).
 TEMPLATES: dict[Language, dict[str, str]] = {
     "en": {
         "window": "the last {days} days",
@@ -35,6 +36,9 @@ TEMPLATES: dict[Language, dict[str, str]] = {
         "change_down": "{label} down {percent} against the previous {days} days",
         "change_up": "{label} up {percent} against the previous {days} days",
         "tenure": "customer for {n} days",
+        "days_since": "{source} {n} days ago",
+        "age_years": "{source} {n} years ago",
+        "date_missing": "no {source} on record",
         "count": "{n} {label} in {window}",
         "count_zero": "no {label} in {window}",
         "sum": "{label} totalling {n} in {window}",
@@ -64,6 +68,9 @@ TEMPLATES: dict[Language, dict[str, str]] = {
         "change_down": "{label}较此前 {days} 天下降 {percent}",
         "change_up": "{label}较此前 {days} 天上升 {percent}",
         "tenure": "已合作 {n} 天",
+        "days_since": "{source} 距今 {n} 天",
+        "age_years": "{source} 距今 {n} 年",
+        "date_missing": "没有 {source} 记录",
         "count": "{window}{label} {n} 次",
         "count_zero": "{window}没有{label}",
         "sum": "{window}{label}合计 {n}",
@@ -194,6 +201,14 @@ def _case(spec: FeatureSpec, value: object) -> tuple[str, dict[str, object]]:
         if "_change_" in spec.name:  # a relative change, -0.2 for a fifth less
             return "contract_change", {"percent": f"{float(value):+.0%}"}
         return "contract", {"n": float(value)}
+    if kind in {"days_since", "age_years"}:
+        # A date column read as a number: said as the date it is, in whole days or years. Missing
+        # also covers a date after the row's moment, which was not known then.
+        source = spec.source_column or spec.name
+        if missing:
+            return "date_missing", {"source": source}
+        whole = math.floor(float(value)) if kind == "age_years" else round(float(value))
+        return kind, {"source": source, "n": whole}
     if missing:
         return "missing", {}
     number = float(value)

@@ -15,9 +15,12 @@ import pytest
 from churnguard.cli import main
 from churnguard.config import ConfigError
 from churnguard.datasets import load_dataset_config, load_events, load_snapshot
+from churnguard.explain import ReasonBuilder
 from churnguard.feature_table import FeaturePlan, events_table
+from churnguard.inputs import InputRules
 from churnguard.live import LiveFeatures
-from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN
+from churnguard.messages import describe_in
+from churnguard.schema import ID_COLUMN, OBSERVATION_COLUMN, FeatureSpec
 from churnguard.sources import DAYS_PER_YEAR, derive_dates
 from churnguard.store.backfill import backfill
 from churnguard.store.events import EventStore
@@ -270,6 +273,43 @@ def test_date_features_count_from_each_observation_date_and_never_see_a_later_da
     # Moving dates that lie after an observation date changes nothing at that date.
     moved = derive_dates(np.where(future, contact + np.timedelta64(40, "D"), contact), observed, "days_since")
     np.testing.assert_array_equal(moved, days)
+
+
+def test_reasons_say_a_date_feature_as_the_date_column_in_both_languages(saas: Path) -> None:
+    config = load_dataset_config(saas)
+    schema = events_table(config, load_events(config)).schema
+    reasons = ReasonBuilder(schema, top=3, expected_value=0.0, health_from_raw=lambda raw: raw)
+    contact = schema.names.index("days_since_last_contact")
+    founded = schema.names.index("age_years_founded")
+    assert reasons.phrase(contact, 412.4).message == "last_contact 412 days ago"
+    assert reasons.phrase(contact, 412.4, "zh").message == "last_contact 距今 412 天"
+    # Age in whole years, as ages are said.
+    assert reasons.phrase(founded, 33.9).message == "founded 33 years ago"
+    assert reasons.phrase(founded, 33.9, "zh").message == "founded 距今 33 年"
+    # Missing: no date, or a date after the row's moment (not known then).
+    assert reasons.phrase(contact, float("nan")).message == "no last_contact on record"
+    assert reasons.phrase(contact, float("nan"), "zh").message == "没有 last_contact 记录"
+    # A feature renamed in the YAML (`name: age`) still says the file's own date column.
+    age = FeatureSpec(name="age", dtype="numeric", group="profile", kind="age_years", source_column="birth")
+    assert describe_in("en", age, 41.2) == "birth 41 years ago"
+
+
+def test_date_features_above_their_training_range_are_neither_flagged_nor_refused(saas: Path) -> None:
+    """Days since a date and an age grow with the moment scored, as tenure does: a customer scored a
+    year after training is above the range by the course of time alone."""
+    config = load_dataset_config(saas)
+    table = events_table(config, load_events(config))
+    schema = table.schema.fit(table.frame)
+    rules = InputRules(schema)
+    row = schema.coerce(table.frame.head(1)).iloc[0].to_dict()
+    row = {name: (None if value != value else value) for name, value in row.items()}
+    contact, founded = schema["days_since_last_contact"], schema["age_years_founded"]
+    assert contact.max is not None and founded.max is not None
+    later = {**row, "customer_id": "ACC000", contact.name: contact.max + 3650, founded.name: founded.max + 30}
+    later["tenure_days"] = schema["tenure_days"].max + 3650
+    _, _, flags, errors = rules.check_record(later)
+    assert errors == []
+    assert not {contact.name, founded.name, "tenure_days"} & {flag["field"] for flag in flags}
 
 
 def test_the_live_loop_gives_the_offline_date_features(saas: Path, tmp_path: Path) -> None:
