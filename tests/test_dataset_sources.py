@@ -379,3 +379,25 @@ def test_tune_on_the_saas_export_reports_its_own_lead_time(
     defaults = default_point(load_training_config().search.space)
     for name in ("depth", "l2_leaf_reg", "learning_rate", "random_strength"):
         assert float(first[f"params.{name}"]) == defaults[name], name
+    # Which trial the final model was fitted with, and why, is in the run, the model version and the
+    # card; the model's parameters are that trial's.
+    assert result.selected_trial in (0, 1) and result.selection
+    assert parent.data.tags["trial_selection"] == result.selection
+    assert parent.data.params["selected_trial"] == str(result.selected_trial)
+    assert "selection_standard_error" in parent.data.metrics
+    version = MlflowClient().get_model_version(result.model_name, result.model_version)
+    assert version.tags["selected_trial"] == str(result.selected_trial)
+    assert f"- trial selection: {result.selection}" in version.description
+    chosen = trials.loc[trials["tags.mlflow.runName"] == f"trial-{result.selected_trial:03d}"].iloc[0]
+    contract = resolve_contract(result)
+    assert contract.params["depth"] == int(chosen["params.depth"])
+    assert contract.params["l2_leaf_reg"] == pytest.approx(float(chosen["params.l2_leaf_reg"]))
+
+
+def resolve_contract(result):
+    """The registered model's contract, as the service reads it."""
+    from churnguard.artifact import ModelArtifact
+    from churnguard.tracking import resolve_model
+
+    resolved = resolve_model(f"models:/{result.model_name}/{result.model_version}")
+    return ModelArtifact.load(resolved.local_dir).contract

@@ -99,6 +99,10 @@ class SearchConfig(StrictModel):
     # The first trial is CatBoost's default parameters (training.fit.default_point): on small, noisy
     # data the search then has to beat the defaults on its own objective before it picks anything else.
     start_from_defaults: bool = True
+    # The search's best trial replaces the defaults only if its objective beats theirs by more than this
+    # many standard errors of its fold scores (training.selection: the one-standard-error rule); 0 takes
+    # the best whenever it is ahead at all.
+    defaults_within_se: float = Field(1.0, ge=0)
     seed: int = 7
     startup_trials: int = Field(5, ge=1, description="random trials before TPE models the history")
     early_stopping_rounds: int = Field(50, ge=1)

@@ -33,6 +33,7 @@ from training import runs, studies
 from training.config import SearchConfig
 from training.data import LabData
 from training.fit import PruningCallback, fit_with_early_stopping, pool, suggest_params
+from training.selection import FOLD_SCORES_ATTR
 from training.splits import Split, fold_indices
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ class TrialRunner:
                         raise optuna.TrialPruned(f"pruned after fold {number + 1} of {len(self.folds)}")
             iterations = round(float(np.mean(fold_iterations)))
             trial.set_user_attr(BEST_ITERATIONS_ATTR, iterations)
+            trial.set_user_attr(FOLD_SCORES_ATTR, fold_scores)  # the selection's standard error
             state, value = TrialState.COMPLETE, float(np.mean(fold_scores))
         except optuna.TrialPruned as pruned:
             state = TrialState.PRUNED

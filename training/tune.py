@@ -47,6 +47,7 @@ from training.data import LabData, load_lab_data
 from training.final import fit_final
 from training.fit import default_point
 from training.registry import log_and_register
+from training.selection import DEFAULTS_ATTR, Selection, select_trial
 from training.splits import TEST_KEYS_FILE, Split, make_split
 from training.trials import BEST_ITERATIONS_ATTR, TRIAL_ERROR_ATTR, TrialRunner, pruner, search_objective
 
@@ -76,6 +77,15 @@ def card_with_baselines(card: str, baselines: Baselines, metrics: dict[str, floa
     """The model card with the baselines' table after the test metrics, before the limits."""
     head, limits, tail = card.partition("\n## Limits")
     return f"{head}\n{baselines.card_section(metrics)}{limits}{tail}"
+
+
+def card_with_selection(card: str, selection: Selection) -> str:
+    """The model card's training section says which trial the model was fitted with, and why."""
+    marker = "\n- model: "
+    head, found, tail = card.partition(marker)
+    if not found:
+        return f"{card}\n- trial selection: {selection.reason}\n"
+    return f"{head}\n- trial selection: {selection.reason}{marker}{tail}"
 
 
 def card_with_warnings(card: str, warnings: list[str]) -> str:
@@ -117,6 +127,8 @@ class TuneResult:
     warnings: list[str] = field(default_factory=list)  # quality_warnings of the registered model
     baselines: dict[str, float] = field(default_factory=dict)  # baseline_<name>_test_<metric>
     baseline_warnings: list[str] = field(default_factory=list)  # a baseline does as well as the model
+    selected_trial: int | None = None  # the trial the final model was fitted with (training.selection)
+    selection: str = ""  # why that trial
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -131,6 +143,7 @@ class TuneResult:
             ece = self.test_metrics.get("test_ece", float("nan"))
             text += f"; registered {self.model_name} v{self.model_version}"
             text += f" (test ROC-AUC {auc:.4f}, ECE {ece:.4f})"
+            text += f"\n  fitted with {self.selection}"
             for name in sorted({key.split("_test_")[0] for key in self.baselines}):
                 text += (
                     f"\n  {name.removeprefix('baseline_')} on the same test rows: "
@@ -192,7 +205,7 @@ def run_tune(
         pruner(config.search, cross_validated),
     )
     if created and config.search.start_from_defaults:
-        optuna_study.enqueue_trial(default_point(config.search.space))
+        optuna_study.enqueue_trial(default_point(config.search.space), user_attrs={DEFAULTS_ATTR: True})
     parent_run_id = _parent_run(
         client,
         experiment,
@@ -256,8 +269,18 @@ def run_tune(
     else:
         _log_study_summary(client, parent_run_id, optuna_study)
         if final:
+            selection = _log_selection(client, parent_run_id, optuna_study, config)
             _finalize(
-                objective, optuna_study, data, split, dataset_config, config, seed, parent_run_id, result
+                objective,
+                optuna_study,
+                selection,
+                data,
+                split,
+                dataset_config,
+                config,
+                seed,
+                parent_run_id,
+                result,
             )
         client.set_terminated(parent_run_id, "FINISHED")
     result.seconds = time.perf_counter() - started
@@ -405,6 +428,20 @@ def _log_study_summary(client: MlflowClient, parent_run_id: str, study: optuna.S
             )
 
 
+def _log_selection(
+    client: MlflowClient, parent_run_id: str, study: optuna.Study, config: TrainingConfig
+) -> Selection:
+    """Choose the trial the final model uses (training.selection) and say so in the log and the run."""
+    selection = select_trial(study, config.search.defaults_within_se)
+    log.info("trial selection: %s", selection.reason)
+    for name, value in selection.tags().items():
+        client.set_tag(parent_run_id, name, value)
+    for name, value in selection.metrics().items():
+        client.log_metric(parent_run_id, name, value)
+    client.log_param(parent_run_id, "selected_trial", str(selection.trial.number))
+    return selection
+
+
 def _log_test_keys(keys) -> None:
     """The test rows' keys, so the promotion gate scores champion and challenger on the same rows."""
     with tempfile.TemporaryDirectory(prefix="churnguard-keys-") as scratch:
@@ -416,6 +453,7 @@ def _log_test_keys(keys) -> None:
 def _finalize(
     objective: str,
     study: optuna.Study,
+    selection: Selection,
     data: LabData,
     split: Split,
     dataset_config: DatasetConfig,
@@ -424,11 +462,7 @@ def _finalize(
     parent_run_id: str,
     result: TuneResult,
 ) -> None:
-    completed = [t for t in studies.finished_trials(study) if t.state == TrialState.COMPLETE]
-    if not completed:
-        log.warning("no completed trial in study '%s'; no final model", study.study_name)
-        return
-    best = study.best_trial
+    chosen = selection.trial
     model_name = dataset_config.registered_model_name
     steps = tqdm(total=5, desc="final model", unit="step", dynamic_ncols=True)
 
@@ -441,8 +475,8 @@ def _finalize(
         final_model = fit_final(
             data,
             split,
-            dict(best.params),
-            int(best.user_attrs[BEST_ITERATIONS_ATTR]),
+            dict(chosen.params),
+            int(chosen.user_attrs[BEST_ITERATIONS_ATTR]),
             dataset_config,
             config,
             load_scoring_config(),
@@ -458,6 +492,7 @@ def _finalize(
         for warning in [*warnings, *below_baseline]:
             log.warning("!!! %s !!! %s", model_name, warning)
         card = card_with_baselines(final_model.card, baselines, final_model.metrics)
+        card = card_with_selection(card, selection)
         card = card_with_warnings(card, [*warnings, *below_baseline])
         with runs.active_run(parent_run_id):
             mlflow.log_metrics(final_model.metrics)
@@ -480,6 +515,7 @@ def _finalize(
                 "dataset_hash": config_hash(dataset_config),
                 "study": study.study_name,
                 "run_id": parent_run_id,
+                **selection.tags(),
                 "split_seed": str(split.seed),
                 **{name: f"{value:.6f}" for name, value in final_model.metrics.items()},
                 **{name: f"{value:.6f}" for name, value in baselines.metrics().items()},
@@ -490,6 +526,8 @@ def _finalize(
     finally:
         steps.close()
     study.set_user_attr(studies.FINAL_ATTR, version)
+    result.selected_trial = chosen.number
+    result.selection = selection.reason
     result.finalized = True
     result.model_name = model_name
     result.model_version = version
