@@ -75,16 +75,36 @@ class ScoredBatch:
     # rows for single records (building a one-row frame would cost more than scoring it).
     features: pd.DataFrame | None = None
     feature_rows: list[list[object]] | None = None
-    explanations: Explanations | None = None
-    group_names: list[str] = field(default_factory=list)
-    group_scores: np.ndarray | None = None  # (rows, groups)
     # Early warning: `tier` above is the alert tier after rule escalation; these say how it came about.
     model_tier: np.ndarray | None = None  # the tier the probability alone gives
     rule_hits: RuleHits | None = None
     value: ValueAssessment | None = None
+    # SHAP contributions (rows, features) when explained; the reasons and group scores are built from
+    # them when first asked for, so a file's writing stage builds them and not its scoring stage.
+    contributions: np.ndarray | None = field(default=None, repr=False)
+    reason_builder: ReasonBuilder | None = field(default=None, repr=False)
+    feature_column: Callable[[int], Sequence[object]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
+
+    @functools.cached_property
+    def explanations(self) -> Explanations | None:
+        """The top reasons of every customer (None without explanations)."""
+        if self.contributions is None or self.reason_builder is None or self.feature_column is None:
+            return None
+        return self.reason_builder.explain(self.contributions, self.feature_column)
+
+    @property
+    def group_names(self) -> list[str]:
+        return self.reason_builder.group_names if self.reason_builder is not None else []
+
+    @functools.cached_property
+    def group_scores(self) -> np.ndarray | None:
+        """(rows, groups) 0-100 sub-scores, columns following `group_names` (None without explanations)."""
+        if self.contributions is None or self.reason_builder is None:
+            return None
+        return self.reason_builder.group_scores(self.contributions)
 
     @functools.cached_property
     def reasons(self) -> list[list[dict]] | None:
@@ -356,9 +376,11 @@ class Predictor:
             value=self.value_model.assess(numbers, hits.tier),
         )
         if contributions is not None:
-            batch.explanations = self.reasons.explain(contributions, column)
-            batch.group_names = self.reasons.group_names
-            batch.group_scores = self.reasons.group_scores(contributions)
+            batch.contributions, batch.reason_builder, batch.feature_column = (
+                contributions,
+                self.reasons,
+                column,
+            )
         return batch
 
     def warm_up(self) -> None:

@@ -254,19 +254,23 @@ def score_file(
     tiers: dict[str, int] = {}
     progress = tqdm(total=count_rows(input_path), unit="rows", desc="scoring", disable=None)
 
-    def scored_chunks() -> Iterator[tuple[int, CheckedFrame, ScoredBatch | None]]:
+    def checked_chunks() -> Iterator[tuple[int, CheckedFrame, CheckedFrame]]:
         first_row = 1
-        for chunk in ahead(read_chunks(input_path, chunk_rows, predictor.schema.categorical_names)):
+        for chunk in read_chunks(input_path, chunk_rows, predictor.schema.categorical_names):
             checked = check_chunk(predictor, chunk, first_row)
             first_row += len(chunk)
-            valid = checked.only_valid()
-            yield len(chunk), checked, predictor.score_checked(valid, explain=explain) if len(valid) else None
+            yield len(chunk), checked, checked.only_valid()
+
+    def scored_chunks() -> Iterator[tuple[int, CheckedFrame, ScoredBatch | None]]:
+        for rows, checked, valid in ahead(checked_chunks()):
+            yield rows, checked, predictor.score_checked(valid, explain=explain) if len(valid) else None
 
     try:
         with frozen_heap():
-            # Three stages, each a chunk ahead of the next: reading (Arrow), checking and scoring (numpy,
-            # CatBoost), and the results and reasons (Python) written out; the first two mostly run
-            # without the GIL, so they take the cores the Python stage leaves.
+            # Three stages, each a chunk ahead of the next: reading (Arrow) and checking, scoring (CatBoost
+            # and the SHAP contributions, the longest), and the results and reasons written out (the
+            # reasons chosen there too: ScoredBatch builds them when first asked for). Balanced so that
+            # the scoring stage does nothing the other two can do.
             for rows, checked, batch in ahead(scored_chunks()):
                 summary.rows_read += rows
                 if checked.errors:
