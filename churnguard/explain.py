@@ -559,24 +559,26 @@ class Explanations:
         each phrase's cached JSON around the impact: building and encoding them in Python, reason by
         reason, was most of the cost of a file scored with reasons."""
         top, rows = self.chosen.shape[1], len(self)
+        large = pa.large_string()  # 64-bit offsets: a large batch's reasons may pass 2 GiB
         # Slot-major positions (Arrow joins whole columns), then the fragments taken in Arrow from
         # the distinct phrases': no Python string per reason.
         index, phrases = self._phrase_index(self.chosen.T.ravel(), self.values.T.ravel(), language)
         impacts = self.impacts.T.ravel()
-        fragments = pa.array([p.raises for p in phrases] + [p.lowers for p in phrases], pa.string())
+        fragments = pa.array([p.raises for p in phrases] + [p.lowers for p in phrases], large)
         heads = fragments.take(np.where(impacts > 0, index, index + len(phrases)))
-        tails = pa.array([p.tail for p in phrases], pa.string()).take(index)
+        tails = pa.array([p.tail for p in phrases], large).take(index)
         numbers = pa.array(
-            _JSON.encode(impacts.tolist())[1:-1].decode().split(",") if len(impacts) else [], pa.string()
+            _JSON.encode(impacts.tolist())[1:-1].decode().split(",") if len(impacts) else [], large
         )
         comma = "," if top else ""
         ahead = [f"{text}{comma}" if text else "" for text in first or [""] * rows]
-        parts: list[object] = ["[", pa.array(ahead, pa.string())]
+        parts: list[object] = [pa.scalar("[", large), pa.array(ahead, large)]
         for slot in range(top):
             if slot:
-                parts.append(",")
+                parts.append(pa.scalar(",", large))
             parts += [column.slice(slot * rows, rows) for column in (heads, numbers, tails)]
-        return pc.binary_join_element_wise(*parts, "]", "")  # the last is the separator
+        # The last is the separator.
+        return pc.binary_join_element_wise(*parts, pa.scalar("]", large), pa.scalar("", large))
 
     def _phrase_index(
         self, chosen: np.ndarray, values: np.ndarray, language: Language
