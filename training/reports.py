@@ -111,6 +111,9 @@ def compare_studies(studies: pd.DataFrame, top: int = 3) -> pd.DataFrame:
         "metrics.test_roc_auc", ascending=False
     )
     table = best.head(top).set_index("tags.mlflow.runName").drop(columns=["run_id"], errors="ignore").T
+    # The test metrics first, then the parameters and the tags: the comparison the heading promises.
+    kind = {"metrics": 0, "params": 1}
+    table = table.loc[sorted(table.index, key=lambda name: (kind.get(name.split(".", 1)[0], 2), name))]
     table.index = [name.split(".", 1)[-1] for name in table.index]
     return table
 
