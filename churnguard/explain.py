@@ -549,10 +549,6 @@ class Explanations:
             for slot in range(top)
         ]
 
-    def json_lines(self, language: Language = "en", first: Sequence[str | None] | None = None) -> list[str]:
-        """`json_array` as Python strings."""
-        return self.json_array(language, first).to_pylist()
-
     def json_array(self, language: Language = "en", first: Sequence[str | None] | None = None) -> pa.Array:
         """Per row, its reasons as one JSON array text (the objects of `REASON_KEYS`), with `first[row]`'s
         JSON objects ahead of them when given (the rules' reasons; None or "" for none). Joined in Arrow from

@@ -344,36 +344,44 @@ class RuleHits:
     def reasons(self, language: Language = "en") -> list[list[dict]]:
         """Per customer, one reason per hit rule (most severe first)."""
         out: list[list[dict]] = [[] for _ in range(len(self))]
-        for row, reason in self._each(language):
-            out[row].append(dict(reason))  # a dict per row: callers may change theirs
+        for rows, distinct, which in self._by_rule(language):
+            for row, k in zip(rows.tolist(), which.tolist(), strict=True):
+                out[row].append(dict(distinct[k]))  # a dict per row: callers may change theirs
         return out
 
     def reasons_json(self, language: Language = "en") -> list[str | None]:
-        """Per customer, the JSON objects of `reasons`, comma-joined (None for none): rule by rule,
-        each distinct (observed values, escalation) is built and encoded once, and the rows that
-        share it take its text."""
+        """Per customer, the JSON objects of `reasons`, comma-joined (None for none): each distinct
+        reason is encoded once, and the rows that share it take its text."""
         out = np.full(len(self), None, dtype=object)
+        for rows, distinct, which in self._by_rule(language):
+            encoded = np.empty(len(distinct), dtype=object)
+            encoded[:] = [_JSON.encode(reason).decode() for reason in distinct]
+            texts = encoded[which]
+            earlier = out[rows]
+            later = ~np.equal(earlier, None)  # rows that already hit a more severe rule
+            texts[later] = earlier[later] + "," + texts[later]
+            out[rows] = texts
+        return out.tolist()
+
+    def _by_rule(self, language: Language) -> Iterator[tuple[np.ndarray, list[dict], np.ndarray]]:
+        """Rule by rule (rules are in severity order, so each row's reasons stay most severe first):
+        the rows that hit it, its distinct reasons (one per distinct observed values and escalation),
+        and which of them each of those rows has."""
         for position, rule in enumerate(self.rules):
             rows = np.flatnonzero(self.hits[:, position])
             if not rows.size:
                 continue
             keys = np.column_stack([self.observed[position][rows], self.escalating[rows, position]])
-            distinct, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-            encoded = np.empty(len(distinct), dtype=object)
-            encoded[:] = [
-                _JSON.encode(self._reason(rule, values, escalates, language)).decode()
+            _, first, which = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            distinct = [
+                self._reason(rule, values, escalates, language)
                 for values, escalates in zip(
                     self.observed[position][rows[first]].tolist(),
                     self.escalating[rows[first], position].tolist(),
                     strict=True,
                 )
             ]
-            texts = encoded[inverse.ravel()]
-            earlier = out[rows]
-            later = ~np.equal(earlier, None)  # rows that already hit a more severe rule
-            texts[later] = earlier[later] + "," + texts[later]
-            out[rows] = texts
-        return out.tolist()
+            yield rows, distinct, which.ravel()
 
     def _reason(self, rule: Rule, values: list[float], escalates: bool, language: Language) -> dict:
         first = values[0]
@@ -387,26 +395,6 @@ class RuleHits:
             "severity": rule.severity,
             "escalated": escalates,
         }
-
-    def _each(self, language: Language) -> Iterator[tuple[int, dict]]:
-        """(row, reason) for every hit, rule by rule (rules are in severity order, so each row's
-        reasons stay most severe first). The same rule, observed values and escalation give the same
-        reason, which is built once and yielded for every row that has it: do not change it."""
-        if not self.hits.any():
-            return
-        for position, rule in enumerate(self.rules):
-            rows = np.flatnonzero(self.hits[:, position])
-            if not rows.size:
-                continue
-            said: dict[tuple, dict] = {}
-            observed = self.observed[position][rows].tolist()
-            escalated = self.escalating[rows, position].tolist()
-            for row, values, escalates in zip(rows.tolist(), observed, escalated, strict=True):
-                key = (*values, escalates)
-                found = said.get(key)
-                if found is None:
-                    found = said[key] = self._reason(rule, values, escalates, language)
-                yield row, found
 
 
 def _plain(value: float) -> float | int:
