@@ -17,14 +17,19 @@ from training.trials import customer_folds
 from training.tune import run_tune
 
 
-def test_customer_folds_are_out_of_time_and_out_of_customer() -> None:
-    rng = np.random.default_rng(0)
+def monthly_rows(seed: int) -> pd.DataFrame:
+    """300 customers at 6 monthly observation dates, one in ten rows a churner."""
+    rng = np.random.default_rng(seed)
     dates = pd.date_range("2024-01-01", periods=6, freq="30D")
     customers = [f"C{i:03d}" for i in range(300)]
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         [(c, d, int(rng.random() < 0.1)) for d in dates for c in customers],
         columns=["customer_id", "observation_date", "label"],
     )
+
+
+def test_customer_folds_are_out_of_time_and_out_of_customer() -> None:
+    frame = monthly_rows(seed=0)
     split = events_split(frame, EventsSplit(), seed=4)
     masks = customer_folds(frame, split, folds=4, seed=4)
     assert len(masks) == 4
@@ -46,13 +51,7 @@ def test_customer_folds_are_out_of_time_and_out_of_customer() -> None:
 
 
 def test_customer_folds_over_all_dates_are_the_final_models_folds() -> None:
-    rng = np.random.default_rng(1)
-    dates = pd.date_range("2024-01-01", periods=6, freq="30D")
-    customers = [f"C{i:03d}" for i in range(300)]
-    frame = pd.DataFrame(
-        [(c, d, int(rng.random() < 0.1)) for d in dates for c in customers],
-        columns=["customer_id", "observation_date", "label"],
-    )
+    frame = monthly_rows(seed=1)
     split = events_split(frame, EventsSplit(), seed=4)
     masks = customer_folds(frame, split, folds=4, seed=4, dates="all")
     validated = np.zeros(len(frame), dtype=int)
