@@ -14,6 +14,13 @@ customer_folds` (scored on folds of customers, never on the test rows). Plain Ca
 parameters is fitted on the same train+validation rows and scored on the same test rows. Prints mean
 ± sd test ROC-AUC of both and the per-seed wins; exits 1 when the tuned model loses on average.
 Runs against a throwaway MLflow store and Optuna storage. These are quality figures, not speed.
+
+`--curves N` answers why instead (no tune): with CatBoost's defaults (the study's trial 0) it fits the
+final model's customer folds for N iterations and prints, by iteration count, the folds' mean validation
+ROC-AUC (what the lab chooses on) beside the test ROC-AUC of the folds' average (what the bar scores),
+with the count per-fold early stopping picks and plain CatBoost's test ROC-AUC on the same rows. A third
+curve scores only the latest dates of train+validation (as many as the test dates), out of fold: a
+choice of count that reads no test row but looks like them in time.
 """
 
 from __future__ import annotations
@@ -159,6 +166,122 @@ def default_catboost(dataset: Path, out_of_fold: bool = True) -> tuple[float, fl
     )
 
 
+CURVE_POINTS = (50, 100, 150, 200, 300, 400, 600, 800, 1000)
+
+
+def early_stopped_count(curve, patience: int) -> int:
+    """The iteration count CatBoost's early stopping keeps on this validation curve (AUC, higher better)."""
+    best = 0
+    for iteration, score in enumerate(curve):
+        if score > curve[best]:
+            best = iteration
+        if iteration - best >= patience:
+            break
+    return best + 1
+
+
+def iteration_curves(dataset: Path, seeds: list[int], iterations: int) -> None:
+    """Per split seed: the fold-mean validation curve and the fold average's test curve (CatBoost's
+    defaults as trial 0 has them), the counts the lab would pick, and plain CatBoost on the same rows."""
+    import numpy as np
+    from catboost import CatBoostClassifier, Pool
+    from sklearn.metrics import roc_auc_score
+
+    from churnguard.datasets import load_dataset_config
+    from training.config import load_training_config
+    from training.data import load_lab_data
+    from training.fit import catboost_params, default_point
+    from training.splits import fold_indices, make_split
+
+    config = load_training_config()
+    search = config.search
+    table = load_lab_data(load_dataset_config(dataset)).table
+    features = table.schema.coerce(table.frame)
+    label = table.frame["label"].to_numpy()
+    customers = table.frame["customer_id"].to_numpy()
+    categorical = table.schema.categorical_names
+    settings = catboost_params({**default_point(search.space), "iterations": iterations}, search, search.seed)
+    points = [point for point in CURVE_POINTS if point <= iterations]
+    rows = []
+    for seed in seeds:
+        split = make_split(table, config.split, seed)
+        final, test = np.flatnonzero(split.final), np.flatnonzero(split.test)
+        test_pool = Pool(features.iloc[test], cat_features=categorical)
+        observed = table.frame["observation_date"].to_numpy()
+        late = np.isin(observed, np.unique(observed[final])[-config.split.events.test_dates :])
+        late_rows = final[late[final]]
+        late_out_of_fold = np.zeros((iterations, len(late_rows)))
+        curves, staged = [], []
+        for fit_rows, held_out in fold_indices(label[final], customers[final], search.folds, search.seed):
+            fit, held = final[fit_rows], final[held_out]
+            held_late = np.isin(late_rows, held)
+            model = CatBoostClassifier(**settings).fit(
+                Pool(features.iloc[fit], label[fit], cat_features=categorical),
+                eval_set=Pool(features.iloc[held], label[held], cat_features=categorical),
+                use_best_model=False,
+            )
+            curves.append(model.get_evals_result()["validation"]["AUC"])
+            staged.append(list(model.staged_predict(test_pool, prediction_type="RawFormulaVal")))
+            late_pool = Pool(features.iloc[late_rows[held_late]], cat_features=categorical)
+            late_out_of_fold[:, held_late] = list(
+                model.staged_predict(late_pool, prediction_type="RawFormulaVal")
+            )
+        late_curve = [roc_auc_score(label[late_rows], scores) for scores in late_out_of_fold]
+        fold_mean = np.mean(curves, axis=0)
+        average = np.mean(staged, axis=0)  # (iteration, test row): the fold average's log-odds
+
+        def test_auc(count: int, average=average, truth=label[test]) -> float:
+            return float(roc_auc_score(truth, average[count - 1]))
+
+        chosen = round(float(np.mean([early_stopped_count(c, search.early_stopping_rounds) for c in curves])))
+        peak = int(np.argmax(fold_mean)) + 1
+        late_peak = int(np.argmax(late_curve)) + 1
+        # As default_catboost fits it: CatBoost's own defaults (1,000 iterations, its learning rate).
+        plain = CatBoostClassifier(thread_count=2, random_seed=0, verbose=0, allow_writing_files=False)
+        plain.fit(Pool(features.iloc[final], label[final], cat_features=categorical))
+        plain_auc = roc_auc_score(label[test], plain.predict_proba(features.iloc[test])[:, 1])
+        row = {"seed": seed, "chosen": chosen, "peak": peak, "late_peak": late_peak, "plain": plain_auc}
+        row |= {
+            "test_chosen": test_auc(chosen),
+            "test_peak": test_auc(peak),
+            "test_late_peak": test_auc(late_peak),
+        }
+        row |= {f"folds_{n}": fold_mean[n - 1] for n in points} | {f"test_{n}": test_auc(n) for n in points}
+        row |= {f"late_{n}": late_curve[n - 1] for n in points}
+        row["late_churners"] = int(label[late_rows].sum())
+        rows.append(row)
+        log.info(
+            "split seed %d: early stopping keeps %d iterations (test %.4f), fold-mean peak at %d "
+            "(test %.4f), latest dates' peak at %d (test %.4f; %d churners), plain CatBoost %.4f",
+            *(seed, chosen, row["test_chosen"], peak, row["test_peak"], late_peak, row["test_late_peak"]),
+            *(row["late_churners"], plain_auc),
+        )
+    mean = lambda key: float(np.mean([row[key] for row in rows]))  # noqa: E731
+    gap = lambda key: np.array([row[key] - row["plain"] for row in rows])  # noqa: E731
+    error = lambda values: values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0  # noqa: E731
+    print(f"\nCatBoost's defaults (trial 0), {len(rows)} split seeds, customer folds, {iterations} trees")
+    print(f"plain CatBoost (1,000 iterations, its own learning rate) on the test rows: {mean('plain'):.4f}")
+    print(
+        f"{'iterations':<28} {'fold-mean val AUC':>18} {'latest dates OOF':>17} {'test AUC (fold avg)':>20} "
+        f"{'test - plain (SE)':>17} {'>= plain':>9}"
+    )
+    labelled = [
+        (f"early-stopped (mean {mean('chosen'):.0f})", None, None, "test_chosen"),
+        (f"fold-mean peak (mean {mean('peak'):.0f})", None, None, "test_peak"),
+        (f"latest dates' peak (mean {mean('late_peak'):.0f})", None, None, "test_late_peak"),
+        *[(str(n), f"folds_{n}", f"late_{n}", f"test_{n}") for n in points],
+    ]
+    for name, folds_key, late_key, test_key in labelled:
+        difference = gap(test_key)
+        folds_shown = f"{mean(folds_key):.4f}" if folds_key else "-"
+        late_shown = f"{mean(late_key):.4f}" if late_key else "-"
+        print(
+            f"{name:<28} {folds_shown:>18} {late_shown:>17} {mean(test_key):>20.4f} "
+            f"{difference.mean():>+9.4f} ({error(difference):.4f}) "
+            f"{int((difference >= 0).sum()):>5}/{len(rows)}"
+        )
+
+
 def run_seed(dataset: Path, seed: int, trials: int, scratch: Path, default_oof: bool = True) -> SeedResult:
     from training.tune import run_tune
 
@@ -256,6 +379,12 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override a `search` setting for this run, e.g. start_from_defaults=true (repeatable)",
     )
+    parser.add_argument(
+        "--curves",
+        type=int,
+        metavar="N",
+        help="no tune: print the folds' and the test rows' ROC-AUC by iteration count, up to N (see above)",
+    )
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -278,6 +407,9 @@ def main() -> int:
         defaults += f"defaults_within_se={search.defaults_within_se}"
         args.fold_dates = f"{search.customer_fold_dates} dates, {defaults}"
         dataset = write_churnsim(scratch / "churnsim", args.customers, args.data_seed)
+        if args.curves:
+            iteration_curves(dataset, seeds, args.curves)
+            return 0
         results = []
         for seed in seeds:
             results.append(run_seed(dataset, seed, args.trials, scratch, not args.no_default_oof))
