@@ -188,6 +188,7 @@ def iteration_curves(dataset: Path, seeds: list[int], iterations: int) -> None:
     from sklearn.metrics import roc_auc_score
 
     from churnguard.datasets import load_dataset_config
+    from churnguard.schema import ID_COLUMN, LABEL_COLUMN, OBSERVATION_COLUMN
     from training.config import load_training_config
     from training.data import load_lab_data
     from training.fit import catboost_params, default_point
@@ -197,8 +198,9 @@ def iteration_curves(dataset: Path, seeds: list[int], iterations: int) -> None:
     search = config.search
     table = load_lab_data(load_dataset_config(dataset)).table
     features = table.schema.coerce(table.frame)
-    label = table.frame["label"].to_numpy()
-    customers = table.frame["customer_id"].to_numpy()
+    label = table.frame[LABEL_COLUMN].to_numpy()
+    customers = table.frame[ID_COLUMN].to_numpy()
+    observed = table.frame[OBSERVATION_COLUMN].to_numpy()
     categorical = table.schema.categorical_names
     settings = catboost_params({**default_point(search.space), "iterations": iterations}, search, search.seed)
     points = [point for point in CURVE_POINTS if point <= iterations]
@@ -207,7 +209,6 @@ def iteration_curves(dataset: Path, seeds: list[int], iterations: int) -> None:
         split = make_split(table, config.split, seed)
         final, test = np.flatnonzero(split.final), np.flatnonzero(split.test)
         test_pool = Pool(features.iloc[test], cat_features=categorical)
-        observed = table.frame["observation_date"].to_numpy()
         late = np.isin(observed, np.unique(observed[final])[-config.split.events.test_dates :])
         late_rows = final[late[final]]
         late_out_of_fold = np.zeros((iterations, len(late_rows)))
