@@ -123,6 +123,14 @@ class SeedResult:
     selected_trial: int | None  # the trial the final model was fitted with (training.selection)
 
 
+def plain_catboost(data):
+    """Plain CatBoost: its own defaults (1,000 iterations, the learning rate it picks), two threads."""
+    from catboost import CatBoostClassifier
+
+    model = CatBoostClassifier(thread_count=2, random_seed=0, verbose=0, allow_writing_files=False)
+    return model.fit(data)
+
+
 def default_catboost(dataset: Path, out_of_fold: bool = True) -> tuple[float, float, int, int, int]:
     """Plain CatBoost (default parameters, two threads) on the lab's own split of `dataset`: test
     ROC-AUC, out-of-fold ROC-AUC over train+validation (the customer-grouped folds the lab's final
@@ -145,8 +153,7 @@ def default_catboost(dataset: Path, out_of_fold: bool = True) -> tuple[float, fl
     categorical = table.schema.categorical_names
 
     def fit(rows) -> CatBoostClassifier:
-        model = CatBoostClassifier(thread_count=2, random_seed=0, verbose=0, allow_writing_files=False)
-        return model.fit(Pool(features.iloc[rows], label[rows], cat_features=categorical))
+        return plain_catboost(Pool(features.iloc[rows], label[rows], cat_features=categorical))
 
     model = fit(split.final)
     auc = float(roc_auc_score(label[split.test], model.predict_proba(features.iloc[split.test])[:, 1]))
@@ -237,9 +244,7 @@ def iteration_curves(dataset: Path, seeds: list[int], iterations: int) -> None:
         chosen = round(float(np.mean([early_stopped_count(c, search.early_stopping_rounds) for c in curves])))
         peak = int(np.argmax(fold_mean)) + 1
         late_peak = int(np.argmax(late_curve)) + 1
-        # As default_catboost fits it: CatBoost's own defaults (1,000 iterations, its learning rate).
-        plain = CatBoostClassifier(thread_count=2, random_seed=0, verbose=0, allow_writing_files=False)
-        plain.fit(Pool(features.iloc[final], label[final], cat_features=categorical))
+        plain = plain_catboost(Pool(features.iloc[final], label[final], cat_features=categorical))
         plain_auc = roc_auc_score(label[test], plain.predict_proba(features.iloc[test])[:, 1])
         row = {"seed": seed, "chosen": chosen, "peak": peak, "late_peak": late_peak, "plain": plain_auc}
         row |= {
